@@ -132,7 +132,9 @@ def verify_bundle(root: Path, manifest: Manifest) -> None:
     actual = compute_hashes(root)
     bad = [name for name, digest in manifest.hashes.items() if actual.get(name) != digest]
     if bad:
-        details = ", ".join(f"{n}: manifest {manifest.hashes[n][:12]} != actual {actual.get(n, '?')[:12]}" for n in bad)
+        details = ", ".join(
+            f"{n}: manifest {manifest.hashes[n][:12]} != actual {actual.get(n, '?')[:12]}" for n in bad
+        )
         raise BundleError(f"bundle {root} does not match its manifest ({details}); re-export it")
 
 

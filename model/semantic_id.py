@@ -44,7 +44,9 @@ class SidScheme:
 
     def all_tokens(self) -> list[str]:
         """Every token of the scheme, level by level, in code order (the vocabulary to add)."""
-        return [sid_token(level, code) for level, size in enumerate(self.codebook_sizes) for code in range(size)]
+        return [
+            sid_token(level, code) for level, size in enumerate(self.codebook_sizes) for code in range(size)
+        ]
 
     def validate(self, sid: SemanticId) -> None:
         """Raise ValueError if ``sid`` does not fit this scheme."""
@@ -67,11 +69,15 @@ class SidScheme:
         """Parse a token string such as ``<a_1><b_7><c_0>`` back into codes."""
         matches = _TOKEN_RE.findall(text)
         if len(matches) != self.num_levels:
-            raise ValueError(f"expected {self.num_levels} semantic-ID tokens in {text!r}, found {len(matches)}")
+            raise ValueError(
+                f"expected {self.num_levels} semantic-ID tokens in {text!r}, found {len(matches)}"
+            )
         sid: list[int] = []
         for level, (name, code) in enumerate(matches):
             if name != _LEVEL_NAMES[level]:
-                raise ValueError(f"token <{name}_{code}> at position {level}, expected level {_LEVEL_NAMES[level]!r}")
+                raise ValueError(
+                    f"token <{name}_{code}> at position {level}, expected level {_LEVEL_NAMES[level]!r}"
+                )
             sid.append(int(code))
         result = tuple(sid)
         self.validate(result)

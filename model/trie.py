@@ -77,7 +77,9 @@ class CompiledTrie:
             for slot, code in enumerate(sorted(mapping)):
                 children[node, slot] = code
                 child_node[node, slot] = mapping[code]
-        return cls(children, child_node, np.asarray(depth, np.int64), np.asarray(leaf_item, np.int64), num_levels)
+        return cls(
+            children, child_node, np.asarray(depth, np.int64), np.asarray(leaf_item, np.int64), num_levels
+        )
 
     def child(self, node: int, code: int) -> int:
         """Node reached from ``node`` by ``code``, or ``PAD`` if that path is not in the trie."""

@@ -1,0 +1,111 @@
+"""Histories in, top-K catalog items out: the part of every engine that is not the engine.
+
+``ConstrainedRecommender`` turns item-id histories into prompts (the same template training
+used), runs the level-synchronous search in batches with whatever ``ChildScorer`` an engine
+provides, and maps trie leaves back to catalog items. The vLLM and HF engines differ only in
+the scorer they plug in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.catalog import Catalog
+from model.prompts import encode_prompt, next_item_prompt
+from model.recommender import ScoredItem
+from model.search import ChildScorer, constrained_beam_search
+from model.trie import CompiledTrie
+
+logger = logging.getLogger(__name__)
+
+# Builds the scorer for one batch from that batch's prompt token ids.
+ScorerFactory = Callable[[list[list[int]]], ChildScorer]
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    history_len: int = 20
+    max_prompt_tokens: int = 512
+    with_titles: bool = True
+
+
+class PromptBuilder:
+    """Encodes a history as the next-item prompt, dropping the oldest items until it fits."""
+
+    def __init__(self, catalog: Catalog, tokenizer: object, settings: PromptSettings) -> None:
+        self.catalog = catalog
+        self.tokenizer = tokenizer
+        self.settings = settings
+
+    def known_items(self, history: Sequence[str]) -> list[str]:
+        return [item_id for item_id in history if item_id in self.catalog]
+
+    def encode(self, history: Sequence[str]) -> list[int]:
+        items = [self.catalog[i] for i in self.known_items(history)][-self.settings.history_len :]
+        while True:
+            text = next_item_prompt(items, self.catalog.scheme, with_titles=self.settings.with_titles)
+            ids = encode_prompt(self.tokenizer, text)
+            if len(ids) <= self.settings.max_prompt_tokens or not items:
+                return ids
+            items = items[1:]
+
+
+class ConstrainedRecommender:
+    """A ``Recommender`` over any engine that can score trie children."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        trie: CompiledTrie,
+        children_tokens: np.ndarray,
+        prompts: PromptBuilder,
+        make_scorer: ScorerFactory,
+        beam_width: int,
+        max_batch: int,
+        model_version: str,
+    ) -> None:
+        self._catalog = catalog
+        self.trie = trie
+        self.children_tokens = children_tokens
+        self.prompts = prompts
+        self.make_scorer = make_scorer
+        self.beam_width = beam_width
+        self.max_batch = max_batch
+        self._model_version = model_version
+
+    @property
+    def model_version(self) -> str:
+        return self._model_version
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if k > self.beam_width:
+            raise ValueError(f"k={k} exceeds the engine's beam width {self.beam_width}")
+        k = min(k, len(self._catalog))
+        results: list[list[ScoredItem]] = []
+        for start in range(0, len(histories), self.max_batch):
+            batch = histories[start : start + self.max_batch]
+            prompts = [self.prompts.encode(history) for history in batch]
+            hits = constrained_beam_search(
+                self.trie,
+                self.children_tokens,
+                len(prompts),
+                self.make_scorer(prompts),
+                beam_width=self.beam_width,
+                k=k,
+            )
+            results.extend(
+                [ScoredItem(self._catalog.at(hit.item_index).item_id, hit.score) for hit in row]
+                for row in hits
+            )
+        return results

