@@ -42,7 +42,9 @@ class EngineConfig:
 class VllmChildScorer:
     """Scores the children of every live row with one vLLM generate call."""
 
-    def __init__(self, llm: object, prompts: list[list[int]], children_tokens: np.ndarray, num_logprobs: int) -> None:
+    def __init__(
+        self, llm: object, prompts: list[list[int]], children_tokens: np.ndarray, num_logprobs: int
+    ) -> None:
         from vllm import SamplingParams
 
         self.llm = llm

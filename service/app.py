@@ -1,0 +1,196 @@
+"""The HTTP face of the service: ``GET /recommend``, health probes and Prometheus metrics.
+
+The app owns the process-wide parts (one Redis client, one recommender) through its lifespan;
+everything request-shaped lives in ``RecommendService``. Errors always come back as
+``{"detail": "<message>"}`` so clients parse one shape.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI evaluates endpoint annotations, and
+# those refer to names local to create_app.
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal, get_args
+
+import redis.asyncio as redis
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from model.recommender import Recommender
+from service.cache import RecommendationCache
+from service.history import HistoryStore
+from service.recommend import EngineTimeout, InvalidK, RecommendResult, RecommendService, Source
+from service.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+USER_ID_MAX_LEN = 256
+METRICS_PATH = "/metrics"
+
+
+class LiveStatus(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyStatus(BaseModel):
+    status: Literal["ready", "not ready"]
+    redis: str
+    model: str
+    model_version: str | None
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+def _error(status_code: int, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content=ErrorBody(detail=detail).model_dump())
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """FastAPI's error list as one readable line, e.g. ``user_id: Field required``."""
+    parts = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("query", "body", "path")]
+        parts.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(
+    settings: Settings | None = None,
+    recommender: Recommender | None = None,
+    *,
+    ready_message: str | None = None,
+) -> FastAPI:
+    """Build the app. ``recommender`` is injected by tests; otherwise the lifespan loads the bundle.
+
+    ``ready_message`` is logged once startup has finished (the CLI's "try this curl" line).
+    """
+    settings = settings or get_settings()
+    registry = CollectorRegistry()
+    served = Counter(
+        "genrec_recommendations",
+        "Recommendation responses by source: cache hit, model on a cache miss, popularity fallback",
+        ["source"],
+        registry=registry,
+    )
+    for source in get_args(Source):
+        served.labels(source=source)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.redis_url is None:
+            raise RuntimeError(
+                "REDIS_URL is not set: point it at a Redis server, or use `genrec serve`, "
+                "which starts an embedded one"
+            )
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        app.state.redis = client
+        app.state.service = None
+        try:
+            redis_status = await _ping(client, settings.redis_timeout_s)
+            if redis_status != "ok":
+                logger.warning("Redis not reachable at startup (%s); see /health/ready", redis_status)
+            model = recommender if recommender is not None else _load(settings)
+            cache = RecommendationCache(client, model.model_version, settings.cache_ttl_s)
+            history = HistoryStore(client)
+            app.state.service = RecommendService(model, cache, history, settings)
+            logger.info(
+                "genrec started: model %s, %d catalog items, max_k %d, cache TTL %ds",
+                model.model_version,
+                len(model.catalog),
+                settings.max_k,
+                settings.cache_ttl_s,
+            )
+            if ready_message:
+                logger.info("%s", ready_message)
+            yield
+        finally:
+            app.state.service = None
+            await client.aclose()
+
+    app = FastAPI(title="genrec", summary="LLM generative recommender", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(exc))
+
+    @app.exception_handler(InvalidK)
+    async def on_invalid_k(_: Request, exc: InvalidK) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(EngineTimeout)
+    async def on_engine_timeout(_: Request, exc: EngineTimeout) -> JSONResponse:
+        logger.error("%s", exc)
+        return _error(504, str(exc))
+
+    @app.exception_handler(RedisError)
+    async def on_redis_error(_: Request, exc: RedisError) -> JSONResponse:
+        logger.error("Redis error: %r", exc)
+        return _error(503, f"Redis unavailable: {exc}")
+
+    k_help = f"list length, 1..{settings.max_k} (default {settings.default_k})"
+
+    @app.get("/recommend", response_model=RecommendResult, responses={422: {"model": ErrorBody}})
+    async def recommend(
+        request: Request,
+        user_id: Annotated[str, Query(min_length=1, max_length=USER_ID_MAX_LEN, description="the user")],
+        k: Annotated[int | None, Query(description=k_help)] = None,
+    ) -> RecommendResult | JSONResponse:
+        service: RecommendService | None = request.app.state.service
+        if service is None:
+            return _error(503, "the model is not loaded")
+        result = await service.recommend(user_id, settings.default_k if k is None else k)
+        served.labels(source=result.source).inc()
+        return result
+
+    @app.get("/health/live", response_model=LiveStatus)
+    async def live() -> LiveStatus:
+        """The process is up and its event loop answers; says nothing about Redis or the model."""
+        return LiveStatus()
+
+    @app.get("/health/ready", response_model=ReadyStatus, responses={503: {"model": ReadyStatus}})
+    async def ready(request: Request) -> JSONResponse:
+        """Ready only when Redis answers PING and the model is loaded; 503 names the part that is not."""
+        service: RecommendService | None = request.app.state.service
+        redis_status = await _ping(request.app.state.redis, settings.redis_timeout_s)
+        model_status = "ok" if service is not None else "not loaded"
+        is_ready = redis_status == "ok" and service is not None
+        body = ReadyStatus(
+            status="ready" if is_ready else "not ready",
+            redis=redis_status,
+            model=model_status,
+            model_version=service.model_version if service is not None else None,
+        )
+        return JSONResponse(status_code=200 if is_ready else 503, content=body.model_dump())
+
+    Instrumentator(registry=registry, excluded_handlers=[METRICS_PATH]).instrument(app).expose(
+        app, endpoint=METRICS_PATH, include_in_schema=False
+    )
+    return app
+
+
+async def _ping(client: redis.Redis, timeout_s: float) -> str:
+    """ "ok", or why Redis did not answer PING within ``timeout_s``."""
+    try:
+        await asyncio.wait_for(client.ping(), timeout=timeout_s)
+    except (RedisError, OSError, TimeoutError) as exc:
+        return f"error: {str(exc) or type(exc).__name__}"
+    return "ok"
+
+
+def _load(settings: Settings) -> Recommender:
+    from service.engine import load_recommender
+
+    return load_recommender(settings)

@@ -1,0 +1,63 @@
+"""User histories in Redis, the model's input for on-demand recommendations.
+
+Key ``genrec:hist:{user_id}`` is a Redis LIST of item ids, oldest first, so appending an
+interaction is one RPUSH and reading the recent past is one LRANGE with a negative start.
+Histories are not versioned by model: they are facts about users, not model outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import redis.asyncio as redis
+
+HISTORY_KEY = "genrec:hist:{user_id}"
+
+
+def history_key(user_id: str) -> str:
+    return HISTORY_KEY.format(user_id=user_id)
+
+
+class HistoryStore:
+    """Reads and writes user histories; ``max_len`` (if set) caps how many items a user keeps."""
+
+    def __init__(self, client: redis.Redis, max_len: int | None = None) -> None:
+        if max_len is not None and max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self._client = client
+        self._max_len = max_len
+
+    async def get(self, user_id: str, limit: int) -> list[str]:
+        """The last ``limit`` item ids of the user (oldest first); [] for an unknown user."""
+        if limit < 1:
+            return []
+        raw = await self._client.lrange(history_key(user_id), -limit, -1)
+        return [_text(item) for item in raw]
+
+    async def set_many(self, histories: Mapping[str, Sequence[str]]) -> None:
+        """Replace the histories of many users in one round trip (an atomic MULTI per call)."""
+        if not histories:
+            return
+        async with self._client.pipeline(transaction=True) as pipe:
+            for user_id, items in histories.items():
+                key = history_key(user_id)
+                pipe.delete(key)
+                kept = list(items)[-self._max_len :] if self._max_len else list(items)
+                if kept:
+                    pipe.rpush(key, *kept)
+            await pipe.execute()
+
+    async def append(self, user_id: str, item_ids: Sequence[str]) -> None:
+        """Record new interactions (oldest first), trimming to ``max_len`` when set."""
+        if not item_ids:
+            return
+        key = history_key(user_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *item_ids)
+            if self._max_len:
+                pipe.ltrim(key, -self._max_len, -1)
+            await pipe.execute()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

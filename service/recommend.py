@@ -1,0 +1,151 @@
+"""The recommend logic, without HTTP: cache-aside over the model, popular items for cold start.
+
+A request is answered from the user's cached top-``max_k`` when there is one. On a miss the
+user's recent history goes through the model (a blocking engine call, run in a worker thread
+so the event loop keeps serving cache hits) and the full top-``max_k`` is cached, so every
+later request with any ``k`` up to ``max_k`` is a hit. A user with no usable history gets the
+catalog's most popular items, which are not cached: they are cheap and the same for everyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Literal
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel
+
+from model.catalog import Catalog
+from model.recommender import Recommender, ScoredItem
+from service.cache import RecommendationCache
+from service.history import HistoryStore
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Source = Literal["cache", "model", "fallback"]
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str
+    score: float
+
+
+class RecommendResult(BaseModel):
+    user_id: str
+    model_version: str
+    source: Source
+    items: list[RecommendedItem]
+
+
+class InvalidK(ValueError):
+    """``k`` is outside 1..max_k (the cache holds max_k items per user)."""
+
+
+class EngineTimeout(RuntimeError):
+    """The model did not answer within ``engine_timeout_s``."""
+
+
+def usable_history(history: Sequence[str], catalog: Catalog, history_len: int) -> tuple[list[str], int]:
+    """The last ``history_len`` items of ``history`` minus ids the catalog does not know.
+
+    Returns the model input and how many ids were dropped. Precompute and on-demand requests
+    share this, so both paths feed the model the same input for the same stored history.
+    """
+    recent = list(history)[-history_len:] if history_len > 0 else []
+    known = [item_id for item_id in recent if item_id in catalog]
+    return known, len(recent) - len(known)
+
+
+class ModelRunner:
+    """Runs the blocking, non-thread-safe recommender off the event loop, one call at a time.
+
+    The asyncio lock keeps waiting requests on the loop rather than in the thread pool; the
+    thread lock guarantees a call abandoned on timeout still finishes before the next starts.
+    """
+
+    def __init__(self, recommender: Recommender, timeout_s: float | None) -> None:
+        self.recommender = recommender
+        self.timeout_s = timeout_s
+        self._async_lock = asyncio.Lock()
+        self._thread_lock = threading.Lock()
+
+    def _call(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+        with self._thread_lock:
+            return self.recommender.recommend(histories, k)
+
+    async def run(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+        """``recommender.recommend(histories, k)`` in a worker thread; EngineTimeout past the deadline."""
+        try:
+            with anyio.fail_after(self.timeout_s):
+                async with self._async_lock:
+                    return await anyio.to_thread.run_sync(self._call, histories, k, abandon_on_cancel=True)
+        except TimeoutError as exc:
+            raise EngineTimeout(f"the model did not answer within {self.timeout_s}s") from exc
+
+
+class RecommendService:
+    """Answers "top-k items for this user" from the cache, the model, or the popularity fallback."""
+
+    def __init__(
+        self,
+        recommender: Recommender,
+        cache: RecommendationCache,
+        history: HistoryStore,
+        settings: Settings,
+        runner: ModelRunner | None = None,
+    ) -> None:
+        if cache.model_version != recommender.model_version:
+            raise ValueError(f"cache is for {cache.model_version!r}, model is {recommender.model_version!r}")
+        self.recommender = recommender
+        self.catalog = recommender.catalog
+        self.cache = cache
+        self.history = history
+        self.settings = settings
+        self.runner = runner or ModelRunner(recommender, settings.engine_timeout_s)
+
+    @property
+    def model_version(self) -> str:
+        return self.recommender.model_version
+
+    def check_k(self, k: int) -> None:
+        if not 1 <= k <= self.settings.max_k:
+            raise InvalidK(f"k must be between 1 and {self.settings.max_k}, got {k}")
+
+    async def recommend(self, user_id: str, k: int) -> RecommendResult:
+        """Top-``k`` for ``user_id``; raises InvalidK, EngineTimeout, or redis errors."""
+        self.check_k(k)
+        cached = await self.cache.get(user_id)
+        if cached is not None:
+            return self._result(user_id, "cache", cached[:k])
+
+        history = await self.history.get(user_id, self.settings.history_len)
+        known, skipped = usable_history(history, self.catalog, self.settings.history_len)
+        if skipped:
+            logger.info("user %s: skipped %d history item(s) unknown to the catalog", user_id, skipped)
+        if not known:
+            popular = [
+                ScoredItem(item_id=item.item_id, score=float(item.popularity))
+                for item in self.catalog.most_popular(k)
+            ]
+            return self._result(user_id, "fallback", popular)
+
+        [top] = await self.runner.run([known], self.settings.max_k)
+        await self.cache.put(user_id, top)
+        return self._result(user_id, "model", top[:k])
+
+    def _result(self, user_id: str, source: Source, items: Sequence[ScoredItem]) -> RecommendResult:
+        rendered: list[RecommendedItem] = []
+        for scored in items:
+            item = self.catalog.get(scored.item_id)
+            if item is None:  # a cached list from a catalog this model version should not have
+                logger.warning("user %s: dropping item %r unknown to the catalog", user_id, scored.item_id)
+                continue
+            rendered.append(RecommendedItem(item_id=item.item_id, title=item.title, score=scored.score))
+        version = self.model_version
+        return RecommendResult(user_id=user_id, model_version=version, source=source, items=rendered)

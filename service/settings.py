@@ -1,0 +1,56 @@
+"""Service settings, read from the environment so one image serves every deployment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the online side. Env names are the field names, case-insensitive, no prefix."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # None means "start an embedded Redis"; only the serve CLI does that, the app itself refuses.
+    redis_url: str | None = None
+    artifacts: Path = Path("artifacts/current")
+    cache_ttl_s: int = Field(default=86400, ge=1)
+    default_k: int = Field(default=10, ge=1)
+    # The cache holds each user's top max_k; requests with k in 1..max_k slice it.
+    max_k: int = Field(default=20, ge=1)
+    # Items of history fed to the model (the literature's protocol uses 20).
+    history_len: int = Field(default=20, ge=1)
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=0, le=65535)
+    precompute_batch_size: int = Field(default=64, ge=1)
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+    engine_timeout_s: float = Field(default=60.0, gt=0)
+    log_level: str = "INFO"
+
+    # Engine knobs, passed through to model.vllm_engine.EngineConfig.
+    engine_beam_width: int | None = Field(default=None, ge=1)  # None -> max_k
+    engine_max_batch: int = Field(default=64, ge=1)
+    engine_threads: int | None = Field(default=None, ge=1)
+    engine_kv_cache_gb: float = Field(default=2.0, gt=0)
+    engine_max_prompt_tokens: int = Field(default=512, ge=1)
+
+    @model_validator(mode="after")
+    def _default_k_fits(self) -> Settings:
+        """A default k the cache cannot serve would make every plain request a 422."""
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        return self
+
+    @property
+    def beam_width(self) -> int:
+        """The engine's beam width; by default max_k, the length of the list the cache holds per user."""
+        return self.engine_beam_width if self.engine_beam_width is not None else self.max_k
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Offline side of genrec: dataset loaders and splits, item tokenizer, fine-tuning, export, evaluation."""

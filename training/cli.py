@@ -1,0 +1,178 @@
+"""``genrec`` subcommands of the offline side: data, tokenize, train, export, eval."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from training.data import DataError, load_lcrec
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+logger = logging.getLogger(__name__)
+
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="LC-Rec dataset directory (X.inter.json + X.item.json)")
+]
+
+
+def _load(path: Path):  # type: ignore[no-untyped-def]
+    try:
+        return load_lcrec(path)
+    except (DataError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+
+
+@app.command("generate-data")
+def generate_data(
+    out: Annotated[Path, typer.Option(help="directory to write Synthetic.inter.json / .item.json")],
+    users: int = 600,
+    items: int = 300,
+    categories: int = 8,
+    seed: int = 0,
+) -> None:
+    """Write the deterministic synthetic dataset (the demo's embedded default)."""
+    from training.synthetic import generate_synthetic
+
+    try:
+        generate_synthetic(out, num_users=users, num_items=items, num_categories=categories, seed=seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"synthetic dataset written to {out}")
+
+
+@app.command()
+def tokenize(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option(help="output directory for catalog.json, trie.npz, report")],
+    levels: int = 3,
+    codebook_size: int = 256,
+    seed: int = 0,
+) -> None:
+    """Give every item a semantic ID (text embeddings -> residual k-means + disambiguation)."""
+    from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
+
+    dataset = _load(data)
+    config = ItemTokenizerConfig(levels=levels, codebook_size=codebook_size, seed=seed)
+    try:
+        _, report = tokenize_dataset(dataset, config, out)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(json.dumps(report.to_json(), indent=2))
+
+
+@app.command()
+def train(
+    data: DataOpt,
+    tokenizer: Annotated[Path, typer.Option("--tokenizer", help="output directory of `genrec tokenize`")],
+    out: Annotated[Path, typer.Option(help="run directory (merged model, catalog, trie, report)")],
+    base_model: Annotated[str, typer.Option(help="'smollm2', 'tiny' or a local HF checkpoint")] = "smollm2",
+    epochs: float = 1.0,
+    max_steps: int | None = None,
+    max_examples: int | None = None,
+    batch_size: int = 16,
+    grad_accum: int = 1,
+    lr: float = 1e-3,
+    lora_r: int = 16,
+    titles: Annotated[bool, typer.Option(help="put item titles in the prompt")] = True,
+    device: str = "auto",
+    seed: int = 0,
+) -> None:
+    """LoRA fine-tune the base LLM on the next-item task and merge it."""
+    from training.finetune import TrainConfig
+    from training.finetune import train as run_train
+
+    if not (tokenizer / "catalog.json").is_file():
+        raise typer.BadParameter(
+            f"{tokenizer} has no catalog.json; run `genrec tokenize` first", param_hint="--tokenizer"
+        )
+    config = TrainConfig(
+        base_model=base_model,
+        epochs=epochs,
+        max_steps=max_steps,
+        max_train_examples=max_examples,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        lora_r=lora_r,
+        lora_alpha=2 * lora_r,
+        with_titles=titles,
+        device=device,
+        seed=seed,
+    )
+    try:
+        merged = run_train(_load(data), tokenizer, out, config)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--base-model") from exc
+    typer.echo(f"merged model saved to {merged}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Option(help="run directory of `genrec train`")],
+    artifacts: Annotated[Path, typer.Option(help="artifacts root")] = Path("artifacts"),
+    version: Annotated[
+        str | None, typer.Option(help="bundle version (default: <dataset>-<UTC time>)")
+    ] = None,
+) -> None:
+    """Write ``artifacts/<version>/`` (model, catalog, trie, manifest) and point ``current`` at it."""
+    from training.export import export_run
+
+    if version is None:
+        report = (
+            json.loads((run / "train_report.json").read_text())
+            if (run / "train_report.json").is_file()
+            else {}
+        )
+        version = f"{str(report.get('dataset', 'genrec')).lower()}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    try:
+        bundle = export_run(run, artifacts, version)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"exported {bundle.root} ({len(bundle.catalog)} items)")
+
+
+@app.command("eval")
+def eval_command(
+    artifacts: Annotated[Path, typer.Option(help="artifact bundle directory")],
+    data: DataOpt,
+    split: Annotated[str, typer.Option(help="valid or test")] = "valid",
+    k: int = 20,
+    max_users: Annotated[int | None, typer.Option(help="evaluate a random sample of users")] = None,
+    engine: Annotated[
+        str, typer.Option(help="vllm (the serving engine) or hf (transformers reference)")
+    ] = "vllm",
+    batch_size: int = 64,
+    out: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+) -> None:
+    """Recall@5/10 and NDCG@5/10 through the constrained engine (leave-one-out, full ranking)."""
+    from model.bundle import BundleError, load_bundle
+    from training.evaluate import evaluate, select_examples
+
+    if split not in ("valid", "test"):
+        raise typer.BadParameter("must be 'valid' or 'test'", param_hint="--split")
+    try:
+        bundle = load_bundle(artifacts)
+    except BundleError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--artifacts") from exc
+    examples = select_examples(_load(data), split, max_users)
+    if engine == "hf":
+        from model.hf_engine import hf_recommender
+
+        recommender = hf_recommender(bundle, beam_width=k)
+    elif engine == "vllm":
+        from model.vllm_engine import EngineConfig, VllmRecommender
+
+        recommender = VllmRecommender(bundle, EngineConfig(beam_width=k, max_batch=batch_size))
+    else:
+        raise typer.BadParameter("must be 'vllm' or 'hf'", param_hint="--engine")
+    report = evaluate(recommender, examples, split=split, k=k, batch_size=batch_size)
+    text = json.dumps(report.to_json(), indent=2)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    typer.echo(text)
