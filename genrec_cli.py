@@ -7,6 +7,8 @@ This module is the composition root: it is the only place that sees both ``train
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +16,8 @@ import typer
 
 from service import cli as service_cli
 from training import cli as training_cli
+
+logger = logging.getLogger("genrec.demo")
 
 app = typer.Typer(
     help="genrec: an LLM generative recommender (semantic IDs, LoRA, constrained top-K on vLLM).",
@@ -93,6 +97,87 @@ def precompute(
     except (DataError, FileNotFoundError, ValueError, RuntimeError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"cached top-K for {summary.cached}/{summary.users} users ({summary.users_per_s:.1f} users/s)")
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What ``genrec demo`` builds: the synthetic catalog and a tiny model that learns it in minutes.
+
+    The figures are sized for a 2-core laptop: ~3.5 minutes of training, recall@10 ~0.19 on the
+    synthetic test split (random: 0.03).
+    """
+
+    users: int = 600
+    items: int = 300
+    codebook_size: int = 16
+    train: dict[str, object] = field(
+        default_factory=lambda: {
+            "base_model": "tiny",
+            "epochs": 3.0,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "lora_r": 32,
+            "lora_alpha": 64,
+        }
+    )
+    version: str = "demo"
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="where data, run and artifacts go")] = Path(".demo"),
+    fresh: Annotated[bool, typer.Option(help="rebuild everything instead of reusing finished steps")] = False,
+) -> None:
+    """Build the demo end to end (data, tokenizer, tiny model, bundle), precompute, serve on PORT.
+
+    Finished steps are reused on the next run. Starts an embedded Redis when REDIS_URL is unset.
+    """
+    import shutil
+
+    from model.bundle import load_bundle
+    from service.engine import load_recommender
+    from service.settings import get_settings
+    from training.data import load_lcrec, serving_histories
+    from training.export import export_run
+    from training.finetune import MERGED_DIR, TrainConfig, train
+    from training.item_tokenizer import CATALOG_FILE, ItemTokenizerConfig, tokenize_dataset
+    from training.synthetic import generate_synthetic
+
+    settings = get_settings()
+    service_cli.configure_logging(settings.log_level)
+    plan = DemoPlan()
+    if fresh:
+        shutil.rmtree(workdir, ignore_errors=True)
+    data_dir, tok_dir, run_dir, artifacts = (workdir / name for name in ("data", "tok", "run", "artifacts"))
+    bundle_dir = artifacts / plan.version
+
+    started = time.perf_counter()
+    if not any(data_dir.glob("*.inter.json")):
+        generate_synthetic(data_dir, num_users=plan.users, num_items=plan.items)
+    dataset = load_lcrec(data_dir)
+    logger.info("demo data: %d users, %d items", len(dataset.sequences), len(dataset.items))
+    if not bundle_dir.is_dir():
+        if not (tok_dir / CATALOG_FILE).is_file():
+            tokenize_dataset(dataset, ItemTokenizerConfig(codebook_size=plan.codebook_size), tok_dir)
+        if not (run_dir / MERGED_DIR).is_dir():
+            train(dataset, tok_dir, run_dir, TrainConfig.model_validate(plan.train))
+        export_run(run_dir, artifacts, plan.version)
+    bundle = load_bundle(bundle_dir)
+    logger.info("demo bundle %s ready after %.0fs", bundle.root, time.perf_counter() - started)
+
+    settings = settings.model_copy(update={"artifacts": bundle_dir})
+    with service_cli.redis_available(settings) as settings:
+        recommender = load_recommender(settings)
+        summary = service_cli.run_precompute(
+            settings,
+            serving_histories(dataset),
+            settings.max_k,
+            settings.precompute_batch_size,
+            recommender=recommender,
+            total=len(dataset.sequences),
+        )
+        logger.info("precomputed %d users; total setup %.0fs", summary.cached, time.perf_counter() - started)
+        service_cli.serve_until_stopped(settings, recommender, user_id=next(iter(dataset.sequences)))
 
 
 def main() -> None:

@@ -82,7 +82,8 @@ def hf_recommender(
 
     model_dir = model_dir or bundle.model_dir
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, device_map=device)
+    model.eval()
     children = bundle.trie.to_token_space(sid_token_table(model_dir, bundle.catalog.scheme))
     settings = prompt_settings or PromptSettings(
         with_titles=bool(bundle.manifest.extra.get("with_titles", True))

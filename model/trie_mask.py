@@ -66,9 +66,17 @@ def sid_token_table(model_dir: Path, scheme: SidScheme) -> np.ndarray:
     """Token ids of every (level, code) as the served tokenizer numbers them."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    vocab = AutoTokenizer.from_pretrained(str(model_dir)).get_vocab()
     per_level = [
-        [int(tokenizer.convert_tokens_to_ids(sid_token(level, code))) for code in range(size)]
+        vocab_ids(vocab, [sid_token(level, code) for code in range(size)], model_dir)
         for level, size in enumerate(scheme.codebook_sizes)
     ]
     return token_of_code_table(per_level)
+
+
+def vocab_ids(vocab: dict[str, int], tokens: list[str], where: object) -> list[int]:
+    """Ids of ``tokens``; a missing one is an error (``convert_tokens_to_ids`` would give <unk>)."""
+    missing = [token for token in tokens if token not in vocab]
+    if missing:
+        raise ValueError(f"{where}: tokenizer lacks {len(missing)} semantic-ID tokens, e.g. {missing[0]}")
+    return [vocab[token] for token in tokens]

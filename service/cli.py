@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -132,35 +133,50 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-@app.command()
-def serve() -> None:
-    """Serve GET /recommend on HOST:PORT; starts an embedded Redis when REDIS_URL is not set."""
+@contextmanager
+def redis_available(settings: Settings) -> Iterator[Settings]:
+    """Yield ``settings`` with a usable REDIS_URL, starting an embedded Redis for the block if unset."""
+    if settings.redis_url is not None:
+        yield settings
+        return
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the finally below runs on SIGTERM too
+    embedded = EmbeddedRedis()
+    url = embedded.start()
+    logger.info("REDIS_URL not set: using an embedded, non-persistent Redis at %s", url)
+    try:
+        yield settings.model_copy(update={"redis_url": url})
+    finally:
+        embedded.stop()
+
+
+def serve_until_stopped(
+    settings: Settings, recommender: Recommender | None = None, user_id: str = "..."
+) -> None:
+    """Run uvicorn on HOST:PORT until SIGINT/SIGTERM; logs a ready line with a curl for ``user_id``."""
     import uvicorn
 
     from service.app import create_app
 
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    embedded: EmbeddedRedis | None = None
-    if settings.redis_url is None:
-        embedded = EmbeddedRedis()
-        settings = settings.model_copy(update={"redis_url": embedded.start()})
-        logger.info("REDIS_URL not set: using an embedded, non-persistent Redis at %s", settings.redis_url)
     ready = (
         f"genrec is serving on http://{settings.host}:{settings.port} — try: "
-        f"curl 'http://localhost:{settings.port}/recommend?user_id=...&k={settings.default_k}'"
+        f"curl 'http://localhost:{settings.port}/recommend?user_id={user_id}&k={settings.default_k}'"
     )
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        uvicorn.run(
-            create_app(settings, ready_message=ready),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-        )
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    uvicorn.run(
+        create_app(settings, recommender, ready_message=ready),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def serve() -> None:
+    """Serve GET /recommend on HOST:PORT; starts an embedded Redis when REDIS_URL is not set."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    with redis_available(settings) as settings:
+        serve_until_stopped(settings)
 
 
 @app.command("precompute")

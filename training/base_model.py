@@ -22,10 +22,13 @@ from transformers import (
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
 
 from model.semantic_id import SidScheme
+from model.trie_mask import vocab_ids
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ def build_tiny_model(out: Path, corpus: Iterable[str], *, vocab_size: int = 1024
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config).float()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     logger.info("built tiny model in %s (%d params, vocab %d)", out, model.num_parameters(), len(tokenizer))
@@ -120,7 +123,7 @@ def resolve_base_model(name_or_path: str, *, cache_dir: Path | None = None) -> P
 
 
 def add_sid_tokens(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, scheme: SidScheme
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, scheme: SidScheme
 ) -> list[int]:
     """Add every semantic-ID token to the vocabulary and the embeddings; return their ids.
 
@@ -129,8 +132,7 @@ def add_sid_tokens(
     """
     tokens = scheme.all_tokens()
     tokenizer.add_tokens(tokens)
-    ids = tokenizer.convert_tokens_to_ids(tokens)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    return list(ids)
+    return vocab_ids(tokenizer.get_vocab(), tokens, "base tokenizer")

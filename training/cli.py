@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from training.data import DataError, load_lcrec
+from training.data import DataError, InteractionData, load_lcrec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 logger = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ DataOpt = Annotated[
 ]
 
 
-def _load(path: Path):  # type: ignore[no-untyped-def]
+def _load(path: Path) -> InteractionData:
     try:
         return load_lcrec(path)
     except (DataError, FileNotFoundError) as exc:

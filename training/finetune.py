@@ -17,11 +17,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from pydantic import BaseModel, Field
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from model.catalog import Catalog
 from model.prompts import encode_prompt, next_item_prompt
@@ -211,7 +212,7 @@ def train(data: InteractionData, tokenizer_dir: Path, out_dir: Path, config: Tra
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            value = float(loss) * config.grad_accum
+            value = float(loss.detach()) * config.grad_accum
             loss_ema = value if loss_ema is None else 0.95 * loss_ema + 0.05 * value
             elapsed = time.perf_counter() - started
             bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens_seen / elapsed:.0f}")
@@ -220,10 +221,11 @@ def train(data: InteractionData, tokenizer_dir: Path, out_dir: Path, config: Tra
                 break
     bar.close()
 
-    merged = peft_model.merge_and_unload()
+    # merge_and_unload returns the base transformers model, typed as a plain Module
+    merged = cast(PreTrainedModel, peft_model.merge_and_unload())
     merged_dir = out_dir / MERGED_DIR
     shutil.rmtree(merged_dir, ignore_errors=True)
-    merged.to(torch.float32).save_pretrained(merged_dir, safe_serialization=True)
+    merged.float().save_pretrained(merged_dir, safe_serialization=True)
     tokenizer.save_pretrained(merged_dir)
     shutil.copy(tokenizer_dir / RUN_CATALOG, out_dir / RUN_CATALOG)
     shutil.copy(tokenizer_dir / RUN_TRIE, out_dir / RUN_TRIE)
