@@ -121,7 +121,7 @@ def read_manifest(root: Path) -> Manifest:
         raise BundleError(f"{root} is not an artifact bundle: {MANIFEST} not found")
     try:
         return Manifest.model_validate(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ValidationError) as exc:
+    except (ValueError, ValidationError) as exc:  # JSON, UTF-8 and schema errors
         raise BundleError(f"malformed manifest {path}: {exc}") from exc
 
 
@@ -130,10 +130,13 @@ def verify_bundle(root: Path, manifest: Manifest) -> None:
         if not (root / part).exists():
             raise BundleError(f"bundle {root} is incomplete: {part} is missing")
     actual = compute_hashes(root)
-    bad = [name for name, digest in manifest.hashes.items() if actual.get(name) != digest]
+    # Every part must be pinned: a hash missing from the manifest is a mismatch, not a pass.
+    names = [*actual, *(name for name in manifest.hashes if name not in actual)]
+    bad = [name for name in names if manifest.hashes.get(name) != actual.get(name)]
     if bad:
         details = ", ".join(
-            f"{n}: manifest {manifest.hashes[n][:12]} != actual {actual.get(n, '?')[:12]}" for n in bad
+            f"{n}: manifest {manifest.hashes.get(n, '?')[:12]} != actual {actual.get(n, '?')[:12]}"
+            for n in bad
         )
         raise BundleError(f"bundle {root} does not match its manifest ({details}); re-export it")
 
@@ -143,8 +146,11 @@ def load_bundle(root: Path | str) -> ArtifactBundle:
     root = Path(root)
     manifest = read_manifest(root)
     verify_bundle(root, manifest)
-    catalog = Catalog.load(root / CATALOG)
-    trie = CompiledTrie.load(root / TRIE)
+    try:
+        catalog = Catalog.load(root / CATALOG)
+        trie = CompiledTrie.load(root / TRIE)
+    except ValueError as exc:
+        raise BundleError(f"bundle {root}: {exc}") from exc
     if len(catalog) != manifest.num_items or trie.num_levels != catalog.scheme.num_levels:
         raise BundleError(f"bundle {root}: catalog, trie and manifest disagree on the item set")
     logger.info("loaded bundle %s (%d items, %d levels)", manifest.version, len(catalog), trie.num_levels)

@@ -8,6 +8,8 @@ gather plus a scatter on the engine's device, with no Python loop over the vocab
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,5 +136,15 @@ class CompiledTrie:
                     leaf_item=data["leaf_item"],
                     num_levels=int(data["num_levels"]),
                 )
-        except (OSError, KeyError, ValueError) as exc:
+        # A damaged .npz fails inside zipfile/zlib (bad CRC, truncated stream, odd compression
+        # flags), which raise neither OSError nor ValueError.
+        except (
+            OSError,
+            EOFError,
+            KeyError,
+            ValueError,
+            RuntimeError,
+            zipfile.BadZipFile,
+            zlib.error,
+        ) as exc:
             raise ValueError(f"cannot read trie {path}: {exc!r}") from exc

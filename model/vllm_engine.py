@@ -105,6 +105,10 @@ def build_llm(bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int) -
 
     if config.device == "cpu":
         _configure_cpu_env(config)
+    else:
+        # TrieLogitsProcessor implements the V1 processor interface; GPU vLLM >= 0.32 would
+        # otherwise run Model Runner V2, whose interface differs.
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
     block_size = config.block_size or (32 if config.device == "cpu" else 16)
     return LLM(
         model=str(bundle.model_dir),
@@ -150,3 +154,9 @@ class VllmRecommender(ConstrainedRecommender):
             model_version=bundle.version,
         )
         logger.info("vLLM engine ready for %s (beam width %d)", bundle.version, beam_width)
+
+    def close(self) -> None:
+        """Stop the engine's worker processes now rather than at interpreter exit."""
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()

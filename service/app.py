@@ -98,11 +98,15 @@ def create_app(
         )
         app.state.redis = client
         app.state.service = None
+        owned: Recommender | None = None  # loaded here, so stopped here
         try:
             redis_status = await _ping(client, settings.redis_timeout_s)
             if redis_status != "ok":
                 logger.warning("Redis not reachable at startup (%s); see /health/ready", redis_status)
-            model = recommender if recommender is not None else _load(settings)
+            if recommender is None:
+                owned = _load(settings)
+            model = recommender or owned
+            assert model is not None
             cache = RecommendationCache(client, model.model_version, settings.cache_ttl_s)
             history = HistoryStore(client)
             app.state.service = RecommendService(model, cache, history, settings)
@@ -119,6 +123,9 @@ def create_app(
         finally:
             app.state.service = None
             await client.aclose()
+            close = getattr(owned, "close", None)
+            if callable(close):
+                close()
 
     app = FastAPI(title="genrec", summary="LLM generative recommender", lifespan=lifespan)
 

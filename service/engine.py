@@ -26,6 +26,7 @@ def load_recommender(settings: Settings) -> Recommender:
         kv_cache_gb=settings.engine_kv_cache_gb,
         max_prompt_tokens=settings.engine_max_prompt_tokens,
         history_len=settings.history_len,
+        device=settings.engine_device,
     )
     logger.info("starting the vLLM engine for bundle %s with %s", bundle.version, config)
     recommender: Recommender = VllmRecommender(bundle, config)

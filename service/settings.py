@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # Engine knobs, passed through to model.vllm_engine.EngineConfig.
+    engine_device: Literal["cpu", "cuda"] = "cpu"
     engine_beam_width: int | None = Field(default=None, ge=1)  # None -> max_k
     engine_max_batch: int = Field(default=64, ge=1)
     engine_threads: int | None = Field(default=None, ge=1)

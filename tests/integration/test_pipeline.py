@@ -1,0 +1,177 @@
+"""The whole system on a tiny dataset: real CLI, real tokenizer, real LoRA training, the real vLLM
+CPU engine, a real Redis server and the real HTTP app. One engine is started for the module."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+import genrec_cli
+from model.bundle import ArtifactBundle, load_bundle
+from model.recommender import Recommender
+from service.app import create_app
+from service.batch import recommend_to_jsonl
+from service.cache import RecommendationCache
+from service.cli import run_precompute
+from service.settings import Settings
+from training.data import InteractionData, load_lcrec, serving_histories
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+K = 10
+USERS = 80
+ITEMS = 60
+
+
+def _genrec(*args: str) -> str:
+    result = CliRunner().invoke(genrec_cli.app, list(args))
+    assert result.exit_code == 0, f"genrec {' '.join(args)} failed:\n{result.output}\n{result.exception!r}"
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    _genrec("generate-data", "--out", str(root / "data"), "--users", str(USERS), "--items", str(ITEMS))
+    _genrec("tokenize", "--data", str(root / "data"), "--out", str(root / "tok"), "--codebook-size", "8")
+    _genrec(
+        "train",
+        "--data", str(root / "data"),
+        "--tokenizer", str(root / "tok"),
+        "--out", str(root / "run"),
+        "--base-model", "tiny",
+        "--max-steps", "40",
+        "--batch-size", "16",
+        "--lr", "3e-3",
+    )  # fmt: skip
+    _genrec("export", "--run", str(root / "run"), "--artifacts", str(root / "artifacts"), "--version", "it1")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(workdir: Path) -> InteractionData:
+    return load_lcrec(workdir / "data")
+
+
+@pytest.fixture(scope="module")
+def bundle(workdir: Path) -> ArtifactBundle:
+    return load_bundle(workdir / "artifacts" / "current")
+
+
+@pytest.fixture(scope="module")
+def settings(workdir: Path, redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url, artifacts=workdir / "artifacts" / "current", max_k=K, default_k=K)
+
+
+@pytest.fixture(scope="module")
+def engine(settings: Settings) -> Iterator[Recommender]:
+    from service.engine import load_recommender
+
+    recommender = load_recommender(settings)
+    yield recommender
+    recommender.close()  # type: ignore[attr-defined]
+
+
+def _assert_valid_topk(items: list[str], bundle: ArtifactBundle, k: int) -> None:
+    assert len(items) == k
+    assert len(set(items)) == k
+    assert all(item in bundle.catalog for item in items)
+
+
+def test_export_made_a_verified_bundle(bundle: ArtifactBundle, dataset: InteractionData) -> None:
+    assert bundle.version == "it1"
+    assert len(bundle.catalog) == len(dataset.items) == ITEMS
+
+
+def test_engine_returns_k_distinct_catalog_items(engine: Recommender, bundle: ArtifactBundle) -> None:
+    histories = list(catalog_histories(bundle))[:6]
+    results = engine.recommend(histories, K)
+    assert len(results) == len(histories)
+    for ranked in results:
+        _assert_valid_topk([item.item_id for item in ranked], bundle, K)
+        scores = [item.score for item in ranked]
+        assert scores == sorted(scores, reverse=True)
+
+
+def catalog_histories(bundle: ArtifactBundle) -> Iterator[list[str]]:
+    """Five-item histories made of the catalog's own ids."""
+    ids = [item.item_id for item in bundle.catalog]
+    for start in range(0, len(ids) - 5, 7):
+        yield ids[start : start + 5]
+
+
+def test_vllm_agrees_with_the_transformers_reference(engine: Recommender, bundle: ArtifactBundle) -> None:
+    from model.hf_engine import hf_recommender
+
+    histories = list(catalog_histories(bundle))[:3]
+    reference = hf_recommender(bundle, beam_width=K).recommend(histories, K)
+    served = engine.recommend(histories, K)
+    for ref, got in zip(reference, served, strict=True):
+        assert [i.item_id for i in got] == [i.item_id for i in ref]
+        assert [i.score for i in got] == pytest.approx([i.score for i in ref], abs=2e-3)
+
+
+def test_batch_interface_skips_unknown_items(
+    engine: Recommender, bundle: ArtifactBundle, tmp_path: Path
+) -> None:
+    known = next(catalog_histories(bundle))
+    users = [("u1", [*known, "no-such-item"]), ("u2", ["nope"])]
+    out = tmp_path / "top.jsonl"
+    summary = recommend_to_jsonl(engine, iter(users), out, k=K, batch_size=4, total=len(users))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["user_id"] for line in lines] == ["u1", "u2"]
+    for line in lines:
+        _assert_valid_topk(line["items"], bundle, K)
+    assert summary.unknown_items_skipped == 2
+
+
+def test_precompute_then_recommend_over_http(
+    engine: Recommender, bundle: ArtifactBundle, dataset: InteractionData, settings: Settings
+) -> None:
+    assert settings.redis_url is not None
+    asyncio.run(_flush(settings.redis_url))
+    users = list(serving_histories(dataset))[:20]
+    summary = run_precompute(settings, users, K, 8, recommender=engine, total=len(users))
+    assert summary.cached == len(users)
+
+    with TestClient(create_app(settings, engine)) as client:
+        assert client.get("/health/ready").status_code == 200
+        cached_user = users[0][0]
+        body = client.get("/recommend", params={"user_id": cached_user, "k": K}).json()
+        assert body["source"] == "cache"
+        assert body["model_version"] == "it1"
+        _assert_valid_topk([item["item_id"] for item in body["items"]], bundle, K)
+        assert all(item["title"] == bundle.catalog[item["item_id"]].title for item in body["items"])
+
+        # A known user whose list expired is recomputed on demand from the stored history.
+        asyncio.run(_delete_topk(settings.redis_url, bundle.version, cached_user))
+        again = client.get("/recommend", params={"user_id": cached_user, "k": 5}).json()
+        assert again["source"] == "model"
+        assert [i["item_id"] for i in again["items"]] == [i["item_id"] for i in body["items"]][:5]
+
+        cold = client.get("/recommend", params={"user_id": "never-seen", "k": K}).json()
+        assert cold["source"] == "fallback"
+        _assert_valid_topk([item["item_id"] for item in cold["items"]], bundle, K)
+
+        bad = client.get("/recommend", params={"user_id": cached_user, "k": K + 1})
+        assert bad.status_code == 422
+        assert "k" in bad.json()["detail"]
+
+
+async def _flush(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
+
+
+async def _delete_topk(url: str, version: str, user_id: str) -> None:
+    client = redis.Redis.from_url(url)
+    await RecommendationCache(client, version, 60).invalidate(user_id)
+    await client.aclose()
