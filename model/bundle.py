@@ -2,7 +2,7 @@
 
 Layout of ``artifacts/<version>/``::
 
-    manifest.json   version, base model, SID shape, sha256 of tokenizer, catalog and trie
+    manifest.json   version, base model, SID shape, sha256 of weights, tokenizer, catalog, trie
     model/          merged HF checkpoint with the extended tokenizer
     catalog.json    item id <-> semantic ID, title, popularity
     trie.npz        compiled prefix trie of every valid semantic ID
@@ -60,20 +60,32 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tokenizer_hash(model_dir: Path) -> str:
-    """One hash over the tokenizer files of a checkpoint (vocabulary and added SID tokens)."""
+def _files_hash(paths: list[Path]) -> str:
     digest = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        path = model_dir / name
+    for path in paths:
         if not path.is_file():
-            raise BundleError(f"tokenizer file missing: {path}")
-        digest.update(name.encode())
+            raise BundleError(f"file missing: {path}")
+        digest.update(path.name.encode())
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()
 
 
+def tokenizer_hash(model_dir: Path) -> str:
+    """One hash over the tokenizer files of a checkpoint (vocabulary and added SID tokens)."""
+    return _files_hash([model_dir / name for name in TOKENIZER_FILES])
+
+
+def weights_hash(model_dir: Path) -> str:
+    """One hash over the model config and every safetensors shard."""
+    shards = sorted(model_dir.glob("*.safetensors"))
+    if not shards:
+        raise BundleError(f"no *.safetensors weights in {model_dir}")
+    return _files_hash([model_dir / "config.json", *shards])
+
+
 def compute_hashes(root: Path) -> dict[str, str]:
     return {
+        "weights": weights_hash(root / MODEL_DIR),
         "tokenizer": tokenizer_hash(root / MODEL_DIR),
         "catalog": sha256_file(root / CATALOG),
         "trie": sha256_file(root / TRIE),
@@ -126,6 +138,11 @@ def read_manifest(root: Path) -> Manifest:
 
 
 def verify_bundle(root: Path, manifest: Manifest) -> None:
+    if manifest.format_version != FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {root} has format version {manifest.format_version}; "
+            f"this genrec reads version {FORMAT_VERSION}"
+        )
     for part in (MODEL_DIR, CATALOG, TRIE):
         if not (root / part).exists():
             raise BundleError(f"bundle {root} is incomplete: {part} is missing")

@@ -73,6 +73,8 @@ class Catalog:
 
     def most_popular(self, k: int, exclude: Iterable[str] = ()) -> list[CatalogItem]:
         """Top-``k`` items by popularity (ties broken by catalog order), the cold-start fallback."""
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
         skip = set(exclude)
         ranked = sorted(range(len(self._items)), key=lambda i: (-self._items[i].popularity, i))
         return [self._items[i] for i in ranked if self._items[i].item_id not in skip][:k]
@@ -84,12 +86,12 @@ class Catalog:
         }
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=0))
+        path.write_text(json.dumps(self.to_json(), ensure_ascii=False, indent=0), encoding="utf-8")
 
     @classmethod
     def load(cls, path: Path) -> Catalog:
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(encoding="utf-8"))
             scheme = SidScheme(tuple(raw["scheme"]["codebook_sizes"]))
             items = [
                 CatalogItem(

@@ -101,5 +101,6 @@ def renormalise(logits: np.ndarray, valid: np.ndarray) -> np.ndarray:
     masked = np.where(valid, logits, NEG_INF)
     top = masked.max(axis=1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
-    logsum = np.log(np.exp(masked - top).sum(axis=1, keepdims=True)) + top
-    return masked - logsum
+    with np.errstate(divide="ignore"):  # a row with no valid entry: log(0) = -inf
+        logsum = np.log(np.exp(masked - top).sum(axis=1, keepdims=True)) + top
+    return np.where(valid, logits - logsum, NEG_INF)

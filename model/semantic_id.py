@@ -68,6 +68,8 @@ class SidScheme:
     def parse(self, text: str) -> SemanticId:
         """Parse a token string such as ``<a_1><b_7><c_0>`` back into codes."""
         matches = _TOKEN_RE.findall(text)
+        if _TOKEN_RE.sub("", text).strip():
+            raise ValueError(f"unexpected text around the semantic-ID tokens in {text!r}")
         if len(matches) != self.num_levels:
             raise ValueError(
                 f"expected {self.num_levels} semantic-ID tokens in {text!r}, found {len(matches)}"

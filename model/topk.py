@@ -32,6 +32,11 @@ class PromptSettings:
     max_prompt_tokens: int = 512
     with_titles: bool = True
 
+    def __post_init__(self) -> None:
+        # history[-0:] would silently keep the whole history
+        if self.history_len < 1 or self.max_prompt_tokens < 1:
+            raise ValueError(f"history_len and max_prompt_tokens must be >= 1: {self}")
+
 
 class PromptBuilder:
     """Encodes a history as the next-item prompt, dropping the oldest items until it fits."""
