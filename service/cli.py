@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EXIT_BAD_INPUT = 2
-HISTORIES_HELP = 'JSONL, one {"user_id": str, "history": [item_id, ...]} per line'
+HISTORIES_HELP = 'JSONL, one {"user_id": str, "history": \\[item_id, ...]} per line'
 
 app = typer.Typer(help="serve recommendations, precompute the cache.", no_args_is_help=True)
 

@@ -192,6 +192,7 @@ def train(data: InteractionData, tokenizer_dir: Path, out_dir: Path, config: Tra
     tokens_seen = 0
     loss_ema: float | None = None
     bar = tqdm(total=total_steps, desc="fine-tune", unit="step")
+    loop_started = time.perf_counter()
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.type == "cuda"
@@ -214,7 +215,7 @@ def train(data: InteractionData, tokenizer_dir: Path, out_dir: Path, config: Tra
             step += 1
             value = float(loss.detach()) * config.grad_accum
             loss_ema = value if loss_ema is None else 0.95 * loss_ema + 0.05 * value
-            elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - loop_started
             bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens_seen / elapsed:.0f}")
             bar.update(1)
             if step >= total_steps:
