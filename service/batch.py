@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from model.recommender import Recommender
+from service.precompute import user_batches
 
 logger = logging.getLogger(__name__)
 
@@ -47,27 +48,20 @@ def recommend_to_jsonl(
     count = 0
     tmp = out.with_name(out.name + ".part")
     out.parent.mkdir(parents=True, exist_ok=True)
-
-    def flush(batch: list[tuple[str, list[str]]], sink: object) -> None:
-        for (user_id, _), items in zip(batch, recommender.recommend([h for _, h in batch], k), strict=True):
-            line = json.dumps({"user_id": user_id, "items": [item.item_id for item in items]})
-            sink.write(line + "\n")  # type: ignore[attr-defined]
-
-    with tmp.open("w", encoding="utf-8") as sink, tqdm(total=total, desc="recommend", unit="user") as bar:
-        batch: list[tuple[str, list[str]]] = []
-        for user_id, history in users:
-            known = [item_id for item_id in history if item_id in catalog]
-            skipped += len(history) - len(known)
-            batch.append((user_id, known))
-            if len(batch) == batch_size:
-                flush(batch, sink)
+    try:
+        with tmp.open("w", encoding="utf-8") as sink, tqdm(total=total, desc="recommend", unit="user") as bar:
+            for batch in user_batches(users, batch_size):
+                histories = [[item_id for item_id in history if item_id in catalog] for _, history in batch]
+                skipped += sum(len(history) for _, history in batch) - sum(map(len, histories))
+                for (user_id, _), items in zip(batch, recommender.recommend(histories, k), strict=True):
+                    sink.write(
+                        json.dumps({"user_id": user_id, "items": [item.item_id for item in items]}) + "\n"
+                    )
                 count += len(batch)
                 bar.update(len(batch))
-                batch = []
-        if batch:
-            flush(batch, sink)
-            count += len(batch)
-            bar.update(len(batch))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.rename(out)
     summary = BatchSummary(users=count, unknown_items_skipped=skipped, wall_s=time.perf_counter() - started)
     if skipped:

@@ -35,7 +35,8 @@ class PrecomputeSummary:
     users_per_s: float
 
 
-def _batches(users: Iterable[tuple[str, list[str]]], size: int) -> Iterator[list[tuple[str, list[str]]]]:
+def user_batches(users: Iterable[tuple[str, list[str]]], size: int) -> Iterator[list[tuple[str, list[str]]]]:
+    """Consecutive lists of ``size`` users (the last may be shorter), read lazily."""
     iterator = iter(users)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
@@ -66,7 +67,7 @@ async def precompute(
     n_users = n_batches = n_cached = n_skipped_users = n_unknown = 0
     start = time.perf_counter()
     with tqdm(total=total, unit="user", desc="precompute", dynamic_ncols=True) as progress:
-        for batch in _batches(users, batch_size):
+        for batch in user_batches(users, batch_size):
             await history.set_many(dict(batch))
             ids: list[str] = []
             inputs: list[list[str]] = []
