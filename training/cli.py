@@ -84,13 +84,20 @@ def train(
     seed: int = 0,
 ) -> None:
     """LoRA fine-tune the base LLM on the next-item task and merge it."""
-    from training.finetune import TrainConfig
+    from training.base_model import TINY, resolve_base_model
+    from training.finetune import RUN_CATALOG, RUN_TRIE, TrainConfig
     from training.finetune import train as run_train
 
-    if not (tokenizer / "catalog.json").is_file():
-        raise typer.BadParameter(
-            f"{tokenizer} has no catalog.json; run `genrec tokenize` first", param_hint="--tokenizer"
-        )
+    for part in (RUN_CATALOG, RUN_TRIE):
+        if not (tokenizer / part).is_file():
+            raise typer.BadParameter(
+                f"{tokenizer} has no {part}; run `genrec tokenize` first", param_hint="--tokenizer"
+            )
+    if base_model != TINY:
+        try:  # before any work: a bad path fails now, and smollm2 is converted once, up front
+            resolve_base_model(base_model)
+        except FileNotFoundError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--base-model") from exc
     config = TrainConfig(
         base_model=base_model,
         epochs=epochs,
@@ -105,10 +112,7 @@ def train(
         device=device,
         seed=seed,
     )
-    try:
-        merged = run_train(_load(data), tokenizer, out, config)
-    except FileNotFoundError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--base-model") from exc
+    merged = run_train(_load(data), tokenizer, out, config)
     typer.echo(f"merged model saved to {merged}")
 
 

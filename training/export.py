@@ -29,8 +29,15 @@ def export_run(
             raise FileNotFoundError(
                 f"run {run_dir} is incomplete: {part} missing (did `genrec train` finish?)"
             )
-    if not version or "/" in version or version == CURRENT:
+    if not version or "/" in version or version in (CURRENT, ".", ".."):
         raise ValueError(f"invalid version name {version!r}")
+    try:
+        report = json.loads((run_dir / RUN_REPORT).read_text())
+        config = report["config"]
+        base_model, with_titles = str(config["base_model"]), bool(config["with_titles"])
+        history_len = int(config["history_len"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{run_dir / RUN_REPORT} is malformed ({exc!r}); re-run `genrec train`") from exc
     root = artifacts_root / version
     if root.exists():
         raise FileExistsError(f"{root} already exists; bundles are immutable, pick a new --version")
@@ -40,15 +47,13 @@ def export_run(
     shutil.copytree(run_dir / MERGED_DIR, tmp / MODEL_DIR)
     shutil.copy(run_dir / RUN_CATALOG, tmp / CATALOG)
     shutil.copy(run_dir / RUN_TRIE, tmp / TRIE)
-    report = json.loads((run_dir / RUN_REPORT).read_text())
-    config = report["config"]
     write_manifest(
         tmp,
         version=version,
-        base_model=str(config["base_model"]),
+        base_model=base_model,
         catalog=Catalog.load(tmp / CATALOG),
-        with_titles=bool(config["with_titles"]),
-        history_len=int(config["history_len"]),
+        with_titles=with_titles,
+        history_len=history_len,
         dataset=report.get("dataset"),
         training={k: report[k] for k in ("examples", "steps", "final_loss_ema", "wall_s") if k in report},
     )

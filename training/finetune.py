@@ -198,15 +198,19 @@ def train(data: InteractionData, tokenizer_dir: Path, out_dir: Path, config: Tra
         if device.type == "cuda"
         else torch.autocast("cpu", enabled=False)
     )
+    # Micro-batches are counted across epochs: an epoch with fewer batches than grad_accum
+    # (or not a multiple of it) must still reach an optimizer step instead of looping forever.
+    micro = 0
     while step < total_steps:
         batches = length_bucketed_batches(encoded, config.batch_size, rng)
-        for micro, batch in enumerate(batches):
+        for batch in batches:
             inputs = {key: value.to(device) for key, value in collate(batch, pad_id).items()}
             with autocast:
                 loss = peft_model(**inputs).loss / config.grad_accum
             loss.backward()
             tokens_seen += int(inputs["attention_mask"].sum())
-            if (micro + 1) % config.grad_accum:
+            micro += 1
+            if micro % config.grad_accum:
                 continue
             torch.nn.utils.clip_grad_norm_(peft_model.parameters(), 1.0)
             optimizer.step()

@@ -1,0 +1,189 @@
+"""`genrec` offline commands through the real Typer app: the happy path of generate-data and the
+error paths of tokenize, train, export and eval (each names the offending option and path)."""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import genrec_cli
+from training.data import load_lcrec
+from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
+from training.synthetic import NAME, generate_synthetic
+
+BOX = "│╭╮╰╯─"
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(genrec_cli.app, list(args))
+    return result.exit_code, result.output
+
+
+def _flat(text: str) -> str:
+    """Output without the error panel's frame and line breaks (Rich wraps long paths anywhere)."""
+    return "".join(ch for ch in text if ch not in BOX and not ch.isspace())
+
+
+def _mentions(output: str, *needles: object) -> bool:
+    flat = _flat(output)
+    return all(_flat(str(needle)) in flat for needle in needles)
+
+
+def fake_embed(texts: Sequence[str]) -> np.ndarray:
+    return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=8) for t in texts])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_synthetic(tmp_path_factory.mktemp("cli") / "data", num_users=20, num_items=15)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(data_dir: Path) -> Path:
+    out = data_dir.parent / "tok"
+    tokenize_dataset(
+        load_lcrec(data_dir), ItemTokenizerConfig(levels=1, codebook_size=4), out, embed=fake_embed
+    )
+    return out
+
+
+def test_generate_data_writes_the_deterministic_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    code, output = _run(
+        "generate-data", "--out", str(out), "--users", "25", "--items", "12", "--categories", "3"
+    )
+    assert code == 0, output
+    assert _mentions(output, "synthetic dataset written to", out)
+    data = load_lcrec(out)
+    assert data.name == NAME
+    assert len(data.sequences) == 25
+    assert len(data.items) == 12
+    # Same bytes as the library call with the same arguments (the CLI passes every option through).
+    reference = generate_synthetic(tmp_path / "ref", num_users=25, num_items=12, num_categories=3, seed=0)
+    for name in (f"{NAME}.inter.json", f"{NAME}.item.json"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_generate_data_seed_changes_the_data(tmp_path: Path) -> None:
+    for seed in ("0", "1"):
+        code, output = _run(
+            "generate-data", "--out", str(tmp_path / seed), "--users", "10", "--items", "10", "--seed", seed
+        )
+        assert code == 0, output
+    inter = f"{NAME}.inter.json"
+    assert (tmp_path / "0" / inter).read_bytes() != (tmp_path / "1" / inter).read_bytes()
+
+
+def test_generate_data_rejects_impossible_sizes(tmp_path: Path) -> None:
+    code, output = _run("generate-data", "--out", str(tmp_path / "d"), "--items", "2", "--categories", "2")
+    assert code == 2
+    assert _mentions(output, "num_items must be >= 5")
+    assert not (tmp_path / "d").exists()
+
+
+def test_tokenize_names_a_missing_data_path(tmp_path: Path) -> None:
+    code, output = _run("tokenize", "--data", "/nonexistent", "--out", str(tmp_path / "tok"))
+    assert code == 2
+    assert _mentions(output, "Invalid value for --data", "/nonexistent", "no such dataset directory")
+    assert not (tmp_path / "tok").exists()
+
+
+def test_tokenize_names_an_ambiguous_data_dir(tmp_path: Path) -> None:
+    for name in ("A", "B"):
+        (tmp_path / f"{name}.inter.json").write_text("{}")
+    code, output = _run("tokenize", "--data", str(tmp_path), "--out", str(tmp_path / "tok"))
+    assert code == 2
+    assert _mentions(output, "--data", tmp_path, "A.inter.json, B.inter.json")
+
+
+def test_train_needs_a_tokenizer_dir_with_a_catalog(data_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "not-tokenized"
+    empty.mkdir()
+    code, output = _run(
+        "train",
+        "--data",
+        str(data_dir),
+        "--tokenizer",
+        str(empty),
+        "--out",
+        str(tmp_path / "run"),
+        "--base-model",
+        "tiny",
+    )
+    assert code == 2
+    assert _mentions(output, "Invalid value for --tokenizer", empty, "no catalog.json", "genrec tokenize")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_names_a_bad_base_model(data_dir: Path, tok_dir: Path, tmp_path: Path) -> None:
+    code, output = _run(
+        "train",
+        "--data", str(data_dir),
+        "--tokenizer", str(tok_dir),
+        "--out", str(tmp_path / "run"),
+        "--base-model", "/nonexistent/model",
+    )  # fmt: skip
+    assert code == 2
+    assert _mentions(output, "Invalid value for --base-model", "'/nonexistent/model'", "HF checkpoint")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_needs_the_trie_before_training(data_dir: Path, tok_dir: Path, tmp_path: Path) -> None:
+    partial = tmp_path / "tok"
+    shutil.copytree(tok_dir, partial)
+    (partial / "trie.npz").unlink()
+    code, output = _run(
+        "train",
+        "--data", str(data_dir),
+        "--tokenizer", str(partial),
+        "--out", str(tmp_path / "run"),
+        "--base-model", "tiny",
+    )  # fmt: skip
+    assert code == 2
+    assert _mentions(output, "Invalid value for --tokenizer", "no trie.npz")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_names_a_missing_data_path(tok_dir: Path, tmp_path: Path) -> None:
+    code, output = _run(
+        "train",
+        "--data",
+        "/nonexistent",
+        "--tokenizer",
+        str(tok_dir),
+        "--out",
+        str(tmp_path / "run"),
+        "--base-model",
+        "tiny",
+    )
+    assert code == 2
+    assert _mentions(output, "Invalid value for --data", "/nonexistent")
+
+
+def test_export_names_the_missing_part_of_a_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    code, output = _run("export", "--run", str(run), "--artifacts", str(tmp_path / "art"), "--version", "v1")
+    assert code == 2
+    assert _mentions(output, run, "incomplete", "merged missing")
+    assert not (tmp_path / "art").exists()
+
+
+def test_eval_rejects_an_unknown_split(data_dir: Path, tmp_path: Path) -> None:
+    code, output = _run("eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--split", "bogus")
+    assert code == 2
+    assert _mentions(output, "Invalid value for --split", "must be 'valid' or 'test'")
+
+
+def test_eval_names_a_directory_that_is_not_a_bundle(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    code, output = _run("eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--out", str(out))
+    assert code == 2
+    assert _mentions(output, "Invalid value for --artifacts", tmp_path, "manifest.json not found")
+    assert not out.exists()
