@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from shared_datasets import shared_dataset
 
 from training.data import (
     DataError,
@@ -19,8 +20,6 @@ from training.data import (
     sort_item_ids,
     train_item_counts,
 )
-
-DATASETS = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets"
 
 
 def _write(path: Path, obj: object) -> Path:
@@ -188,9 +187,7 @@ REAL = [
 def test_real_datasets_load_with_published_counts(
     folder: str, name: str, users: int, items: int, interactions: int
 ) -> None:
-    path = DATASETS / folder
-    if not path.is_dir():
-        pytest.skip(f"shared dataset {path} not available")
+    path = shared_dataset(folder)
     data = load_lcrec(path)
     assert (data.name, len(data.sequences), len(data.items), data.num_interactions) == (
         name,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_datasets import shared_dataset
 
 from model.catalog import Catalog
 from model.trie import PAD, CompiledTrie
@@ -25,8 +26,6 @@ from training.item_tokenizer import (
     tokenize_dataset,
 )
 from training.synthetic import generate_synthetic
-
-DATASETS = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets"
 
 
 def clustered(n: int = 200, dim: int = 16, clusters: int = 8, seed: int = 0) -> np.ndarray:
@@ -180,9 +179,7 @@ def test_tokenize_dataset_rejects_a_bad_embedding(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_office_end_to_end_with_the_real_encoder(tmp_path: Path) -> None:
-    path = DATASETS / "amazon2014_office_lcrec"
-    if not path.is_dir():
-        pytest.skip(f"shared dataset {path} not available")
+    path = shared_dataset("amazon2014_office_lcrec")
     data = load_lcrec(path)
     catalog, report = tokenize_dataset(data, ItemTokenizerConfig(), tmp_path)
     assert len(catalog) == report.num_items == 2420
