@@ -85,9 +85,7 @@ def hf_recommender(
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, device_map=device)
     model.eval()
     children = bundle.trie.to_token_space(sid_token_table(model_dir, bundle.catalog.scheme))
-    settings = prompt_settings or PromptSettings(
-        with_titles=bool(bundle.manifest.extra.get("with_titles", True))
-    )
+    settings = prompt_settings or PromptSettings.for_bundle(bundle.manifest.extra)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def make_scorer(prompts: list[list[int]]) -> ChildScorer:

@@ -31,11 +31,21 @@ class PromptSettings:
     history_len: int = 20
     max_prompt_tokens: int = 512
     with_titles: bool = True
+    align: int = 1  # left-pad prompts to a multiple of this (see model.prompts)
 
     def __post_init__(self) -> None:
         # history[-0:] would silently keep the whole history
-        if self.history_len < 1 or self.max_prompt_tokens < 1:
-            raise ValueError(f"history_len and max_prompt_tokens must be >= 1: {self}")
+        if self.history_len < 1 or self.max_prompt_tokens < 1 or self.align < 1:
+            raise ValueError(f"history_len, max_prompt_tokens and align must be >= 1: {self}")
+
+    @classmethod
+    def for_bundle(cls, manifest_extra: dict[str, object], **overrides: int) -> PromptSettings:
+        """The prompt format a bundle's model was trained with (older bundles: no alignment)."""
+        return cls(
+            with_titles=bool(manifest_extra.get("with_titles", True)),
+            align=int(str(manifest_extra.get("prompt_align", 1))),
+            **overrides,
+        )
 
 
 class PromptBuilder:
@@ -53,7 +63,7 @@ class PromptBuilder:
         items = [self.catalog[i] for i in self.known_items(history)][-self.settings.history_len :]
         while True:
             text = next_item_prompt(items, self.catalog.scheme, with_titles=self.settings.with_titles)
-            ids = encode_prompt(self.tokenizer, text)
+            ids = encode_prompt(self.tokenizer, text, self.settings.align)
             if len(ids) <= self.settings.max_prompt_tokens or not items:
                 return ids
             items = items[1:]

@@ -99,6 +99,11 @@ def _configure_cpu_env(config: EngineConfig) -> None:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{config.threads - 1}")
 
 
+def kv_block_size(config: EngineConfig) -> int:
+    """Tokens per KV block: vLLM's CPU attention needs multiples of 32; 16 is the GPU default."""
+    return config.block_size or (32 if config.device == "cpu" else 16)
+
+
 def build_llm(bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int) -> object:
     """Start vLLM on the bundle's merged model with the trie processor installed."""
     from vllm import LLM
@@ -109,7 +114,6 @@ def build_llm(bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int) -
         # TrieLogitsProcessor implements the V1 processor interface; GPU vLLM >= 0.32 would
         # otherwise run Model Runner V2, whose interface differs.
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
-    block_size = config.block_size or (32 if config.device == "cpu" else 16)
     return LLM(
         model=str(bundle.model_dir),
         dtype="float32" if config.device == "cpu" else "auto",
@@ -119,7 +123,7 @@ def build_llm(bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int) -
         logprobs_mode="processed_logprobs",
         logits_processors=[TrieLogitsProcessor],
         enable_prefix_caching=True,
-        block_size=block_size,
+        block_size=kv_block_size(config),
         seed=config.seed,
         enforce_eager=config.device == "cpu",
     )
@@ -133,11 +137,17 @@ class VllmRecommender(ConstrainedRecommender):
         self.llm = build_llm(bundle, config, max_logprobs=beam_width)
         tokenizer = self.llm.get_tokenizer()  # type: ignore[attr-defined]
         children = bundle.trie.to_token_space(sid_token_table(bundle.model_dir, bundle.catalog.scheme))
-        prompt_settings = PromptSettings(
-            history_len=config.history_len,
-            max_prompt_tokens=config.max_prompt_tokens,
-            with_titles=bool(bundle.manifest.extra.get("with_titles", True)),
+        prompt_settings = PromptSettings.for_bundle(
+            bundle.manifest.extra, history_len=config.history_len, max_prompt_tokens=config.max_prompt_tokens
         )
+        block_size = kv_block_size(config)
+        if prompt_settings.align % block_size:
+            logger.warning(
+                "prompts are aligned to %d tokens but KV blocks hold %d: beams cannot share the "
+                "prompt's last block, decoding will be slower",
+                prompt_settings.align,
+                block_size,
+            )
         llm = self.llm
 
         def make_scorer(prompts: list[list[int]]) -> ChildScorer:

@@ -80,6 +80,9 @@ def train(
     lr: float = 1e-3,
     lora_r: int = 16,
     titles: Annotated[bool, typer.Option(help="put item titles in the prompt")] = True,
+    prompt_align: Annotated[
+        int, typer.Option(help="left-pad prompts to a multiple of this (the serving KV block size)")
+    ] = 32,
     device: str = "auto",
     seed: int = 0,
 ) -> None:
@@ -109,6 +112,7 @@ def train(
         lora_r=lora_r,
         lora_alpha=2 * lora_r,
         with_titles=titles,
+        prompt_align=prompt_align,
         device=device,
         seed=seed,
     )

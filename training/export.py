@@ -36,6 +36,7 @@ def export_run(
         config = report["config"]
         base_model, with_titles = str(config["base_model"]), bool(config["with_titles"])
         history_len = int(config["history_len"])
+        prompt_align = int(config.get("prompt_align", 1))  # runs from before alignment: none
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{run_dir / RUN_REPORT} is malformed ({exc!r}); re-run `genrec train`") from exc
     root = artifacts_root / version
@@ -54,6 +55,7 @@ def export_run(
         catalog=Catalog.load(tmp / CATALOG),
         with_titles=with_titles,
         history_len=history_len,
+        prompt_align=prompt_align,
         dataset=report.get("dataset"),
         training={k: report[k] for k in ("examples", "steps", "final_loss_ema", "wall_s") if k in report},
     )

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from model.catalog import Catalog
-from model.prompts import encode_prompt, next_item_prompt
+from model.prompts import next_item_prompt
+from model.topk import PromptBuilder, PromptSettings
 from training.base_model import TINY, add_sid_tokens, build_tiny_model, resolve_base_model
 from training.data import Example, InteractionData, leave_one_out
 
@@ -55,8 +56,20 @@ class TrainConfig(BaseModel):
     history_len: int = 20
     max_prompt_tokens: int = 512
     with_titles: bool = True
+    # Left-pad prompts to this many tokens (a multiple of the serving KV block size: 32 on CPU,
+    # 16 on GPU) so that beams share every prompt block; recorded in the bundle's manifest.
+    prompt_align: int = Field(default=32, ge=1)
     seed: int = 0
     device: str = "auto"
+
+    def prompt_settings(self) -> PromptSettings:
+        """The prompt format, shared with serving through the bundle manifest."""
+        return PromptSettings(
+            history_len=self.history_len,
+            max_prompt_tokens=self.max_prompt_tokens,
+            with_titles=self.with_titles,
+            align=self.prompt_align,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,17 +88,10 @@ def encode_example(
     example: Example, catalog: Catalog, tokenizer: object, config: TrainConfig
 ) -> Encoded | None:
     """Prompt ids + answer ids (the target's SID tokens, then EOS); loss only on the answer."""
-    history = [catalog[i] for i in example.history if i in catalog][-config.history_len :]
     target = catalog.get(example.target)
     if target is None:
         return None
-    while True:
-        prompt = encode_prompt(
-            tokenizer, next_item_prompt(history, catalog.scheme, with_titles=config.with_titles)
-        )
-        if len(prompt) <= config.max_prompt_tokens or not history:
-            break
-        history = history[1:]
+    prompt = PromptBuilder(catalog, tokenizer, config.prompt_settings()).encode(example.history)
     answer = list(tokenizer.convert_tokens_to_ids(catalog.scheme.tokens(target.sid)))  # type: ignore[attr-defined]
     answer.append(tokenizer.eos_token_id)  # type: ignore[attr-defined]
     return Encoded(prompt + answer, [IGNORE] * len(prompt) + answer)

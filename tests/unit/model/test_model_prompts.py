@@ -85,3 +85,18 @@ def test_prompt_settings_reject_non_positive_sizes(history_len: int, max_prompt_
 
     with pytest.raises(ValueError, match="must be >= 1"):
         PromptSettings(history_len=history_len, max_prompt_tokens=max_prompt_tokens)
+
+
+@pytest.mark.parametrize("align", [1, 3, 16])
+def test_encode_prompt_left_pads_to_the_alignment_with_the_pad_token(align: int) -> None:
+    tokenizer = WordTokenizer()
+    tokenizer.pad_token_id = 99  # type: ignore[attr-defined]
+    plain = encode_prompt(tokenizer, "a b c d e")
+    padded = encode_prompt(tokenizer, "a b c d e", align)
+    assert len(padded) % align == 0 and len(padded) - len(plain) < align
+    assert padded == [99] * (len(padded) - len(plain)) + plain
+
+
+def test_encode_prompt_rejects_a_non_positive_alignment() -> None:
+    with pytest.raises(ValueError, match="align must be >= 1"):
+        encode_prompt(WordTokenizer(), "a", 0)

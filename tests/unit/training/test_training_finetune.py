@@ -81,7 +81,7 @@ def catalog() -> Catalog:
 
 def test_encode_example_puts_loss_on_the_answer_only(catalog: Catalog) -> None:
     tokenizer = WordTokenizer()
-    config = TrainConfig(with_titles=True)
+    config = TrainConfig(with_titles=True, prompt_align=1)
     encoded = encode_example(Example("u", ("i1", "i5"), "i6"), catalog, tokenizer, config)
     assert encoded is not None
     prompt = encode_prompt(tokenizer, next_item_prompt([catalog["i1"], catalog["i5"]], SCHEME))
@@ -90,9 +90,24 @@ def test_encode_example_puts_loss_on_the_answer_only(catalog: Catalog) -> None:
     assert encoded.labels == [IGNORE] * len(prompt) + answer
 
 
+@pytest.mark.parametrize("align", [4, 8, 32])
+def test_encode_example_left_pads_the_prompt_to_the_alignment(catalog: Catalog, align: int) -> None:
+    tokenizer = WordTokenizer()
+    config = TrainConfig(with_titles=True, prompt_align=align)
+    encoded = encode_example(Example("u", ("i1", "i5"), "i6"), catalog, tokenizer, config)
+    assert encoded is not None
+    plain = encode_prompt(tokenizer, next_item_prompt([catalog["i1"], catalog["i5"]], SCHEME))
+    prompt_len = encoded.labels.count(IGNORE)
+    assert prompt_len % align == 0
+    assert prompt_len - len(plain) < align
+    assert (
+        encoded.input_ids[:prompt_len] == [tokenizer.eos_token_id] * (prompt_len - len(plain)) + plain
+    )  # no pad token: EOS
+
+
 def test_encode_example_drops_unknown_items_and_keeps_the_recent_history(catalog: Catalog) -> None:
     tokenizer = WordTokenizer()
-    config = TrainConfig(with_titles=False, history_len=2)
+    config = TrainConfig(with_titles=False, history_len=2, prompt_align=1)
     encoded = encode_example(
         Example("u", ("i0", "ghost", "i3", "i4", "gone"), "i7"), catalog, tokenizer, config
     )
@@ -111,7 +126,9 @@ def test_encode_example_skips_a_target_outside_the_catalog(catalog: Catalog) -> 
 def test_encode_example_trims_the_oldest_history_to_fit_the_prompt_budget(catalog: Catalog) -> None:
     tokenizer = WordTokenizer()
     history = tuple(f"i{n}" for n in range(10))
-    full = encode_example(Example("u", history, "i11"), catalog, tokenizer, TrainConfig(with_titles=True))
+    full = encode_example(
+        Example("u", history, "i11"), catalog, tokenizer, TrainConfig(with_titles=True, prompt_align=1)
+    )
     assert full is not None
     full_prompt = full.labels.count(IGNORE)
     budget = full_prompt - 5  # each history line is 4 words: "n. <sid> Item n"
@@ -119,7 +136,7 @@ def test_encode_example_trims_the_oldest_history_to_fit_the_prompt_budget(catalo
         Example("u", history, "i11"),
         catalog,
         tokenizer,
-        TrainConfig(with_titles=True, max_prompt_tokens=budget),
+        TrainConfig(with_titles=True, max_prompt_tokens=budget, prompt_align=1),
     )
     assert trimmed is not None
     prompt = trimmed.input_ids[: trimmed.labels.count(IGNORE)]
@@ -133,7 +150,7 @@ def test_encode_example_trims_the_oldest_history_to_fit_the_prompt_budget(catalo
 def test_encode_example_keeps_the_answer_when_even_no_history_fits(catalog: Catalog) -> None:
     tokenizer = WordTokenizer()
     encoded = encode_example(
-        Example("u", ("i1", "i2"), "i3"), catalog, tokenizer, TrainConfig(max_prompt_tokens=1)
+        Example("u", ("i1", "i2"), "i3"), catalog, tokenizer, TrainConfig(max_prompt_tokens=1, prompt_align=1)
     )
     assert encoded is not None
     prompt = encode_prompt(tokenizer, next_item_prompt([], SCHEME))
