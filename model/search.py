@@ -70,8 +70,16 @@ def constrained_beam_search(
         candidates = np.full((num_prompts, width, slots), NEG_INF)
         if rows_p.size:
             row_nodes = nodes[rows_p, rows_b]
-            logp = scorer(LiveRows(rows_p, prefixes[rows_p, rows_b], row_nodes))
-            logp = np.where(trie.child_node[row_nodes] == PAD, NEG_INF, logp)
+            valid = trie.child_node[row_nodes] != PAD
+            # A node with one child leaves the model no choice: renormalised over the valid
+            # children its log-probability is exactly 0, so such rows are not scored at all.
+            # (Most nodes of the disambiguation level have a single child.)
+            logp = np.where(valid, 0.0, NEG_INF)
+            ask = valid.sum(axis=1) > 1
+            if ask.any():
+                r_p, r_b, r_nodes = rows_p[ask], rows_b[ask], row_nodes[ask]
+                scored = scorer(LiveRows(r_p, prefixes[r_p, r_b], r_nodes))
+                logp[ask] = np.where(valid[ask], scored, NEG_INF)
             candidates[rows_p, rows_b] = scores[rows_p, rows_b][:, None] + logp
         keep = min(k if depth == trie.num_levels - 1 else beam_width, width * slots)
         flat = candidates.reshape(num_prompts, width * slots)

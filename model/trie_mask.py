@@ -1,8 +1,8 @@
 """Engine-independent trie mask: which tokens each row of a batch may emit next.
 
 ``TrieMask`` holds the trie's children in token space on the engine's device. Given one trie
-node per row it builds the additive ``[rows, vocab]`` mask with a single gather + scatter, so
-the cost does not grow with Python-level work per row or per vocabulary entry.
+node per row it masks a batch of logits with one gather, one fill and one scatter, so the
+cost does not grow with Python-level work per row or per vocabulary entry.
 """
 
 from __future__ import annotations
@@ -23,8 +23,13 @@ class TrieMask:
         children = trie.to_token_space(token_of_code)
         if children.size and int(children.max()) >= vocab_size:
             raise ValueError(f"trie token id {int(children.max())} outside vocabulary of size {vocab_size}")
-        # PAD children point at a scratch column ``vocab_size`` that is dropped after the scatter.
-        self.children = torch.as_tensor(np.where(children == PAD, vocab_size, children), device=device)
+        valid = children != PAD
+        # For masking, PAD slots repeat the node's first child: gathering and scattering back a
+        # duplicate writes the same value twice, so no scratch column or [rows, vocab] mask is needed.
+        first = np.where(valid[:, :1], children[:, :1], 0)
+        self.mask_index = torch.as_tensor(np.where(valid, children, first), device=device)
+        self.has_children = torch.as_tensor(valid.any(axis=1), device=device)
+        self.children = torch.as_tensor(children, device=device)
         self.child_node = torch.as_tensor(trie.child_node, device=device)
         self.trie = trie
         self.vocab_size = vocab_size
@@ -32,16 +37,22 @@ class TrieMask:
 
     def additive_mask(self, nodes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``[len(nodes), vocab]`` tensor: 0 where a child of the row's node, -inf elsewhere."""
-        mask = torch.full(
-            (nodes.shape[0], self.vocab_size + 1), float("-inf"), dtype=dtype, device=self.device
-        )
-        mask.scatter_(1, self.children[nodes], 0.0)
-        return mask[:, : self.vocab_size]
+        zeros = torch.zeros((nodes.shape[0], self.vocab_size), dtype=dtype, device=self.device)
+        return self.apply_(zeros, torch.arange(nodes.shape[0], device=self.device), nodes)
 
     def apply_(self, logits: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-        """Mask ``logits[rows]`` in place to the children of ``nodes``; other rows are untouched."""
-        if rows.numel():
-            logits[rows] += self.additive_mask(nodes, logits.dtype)
+        """Mask ``logits[rows]`` in place to the children of ``nodes``; other rows are untouched.
+
+        Gather the children's logits, fill the rows with -inf, scatter the children back: one
+        pass over the masked rows and no temporary of the logits' size.
+        """
+        if not rows.numel():
+            return logits
+        index = self.mask_index[nodes]
+        kept = logits[rows[:, None], index]
+        kept = torch.where(self.has_children[nodes][:, None], kept, float("-inf"))
+        logits.index_fill_(0, rows, float("-inf"))
+        logits[rows[:, None], index] = kept
         return logits
 
     def advance(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,7 @@ class VllmChildScorer:
                 max_tokens=1,
                 temperature=0.0,
                 logprobs=self.num_logprobs,
+                detokenize=False,  # only token ids are read; decoding R x W logprob tokens is waste
                 extra_args={NODE_KEY: int(node)},
             )
             for node in rows.node

@@ -225,3 +225,21 @@ def test_renormalise_of_a_row_without_valid_entries_is_all_minus_inf() -> None:
     assert np.isneginf(out[0]).all()
     assert np.isneginf(out[1, 1])
     np.testing.assert_allclose(np.exp(out[1, [0, 2]]).sum(), 1.0)
+
+
+def test_single_child_nodes_are_not_scored_and_results_stay_exact() -> None:
+    """Disambiguation-style level: most nodes have one child, whose renormalised log-prob is 0."""
+    scheme = SidScheme((3, 3, 2))
+    sids = [(a, b, 0) for a in range(3) for b in range(3)] + [(0, 0, 1), (2, 1, 1)]
+    trie, tokens = setup(sids, scheme)
+    scorer = TableScorer(trie, tokens, num_prompts=2, seed=5)
+    results = constrained_beam_search(trie, tokens, 2, scorer, beam_width=len(sids), k=len(sids))
+    children = (trie.child_node != PAD).sum(axis=1)
+    for call in scorer.calls:
+        assert (children[call.node] > 1).all(), "a single-child node was sent to the scorer"
+    last_level = [call for call in scorer.calls if call.prefix_tokens.shape[1] == 2]
+    assert len(last_level) == 1 and len(last_level[0].node) == 2 * 2  # only (0,0) and (2,1), per prompt
+    for prompt, hits in enumerate(results):
+        truth = exhaustive_ranking(scorer, prompt, sids)
+        assert [h.item_index for h in hits] == [index for index, _ in truth]
+        np.testing.assert_allclose([h.score for h in hits], [s for _, s in truth], atol=1e-9)

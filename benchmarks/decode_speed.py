@@ -1,0 +1,316 @@
+"""Constrained top-K decode speed: genrec's engine against HF generate and the forward-pass floor.
+
+Same model (SmolLM2-135M with the semantic-ID tokens added), same prompts (Beauty test-split
+histories through the shared prompt template), K = beam width = 20, 4-level IDs, the 12k-item
+Beauty trie. Prints and writes ms per user for
+
+- ``genrec``: the serving engine (vLLM, level-synchronous search, trie logits processor);
+- ``hf_generate``: transformers ``generate(num_beams=K, prefix_allowed_tokens_fn=trie)``;
+- ``floor``: the bare forward passes, each prompt prefilled once, then one decode step per
+  level over all K beams (KV cache reused, no search, no masking);
+- ``vllm_beam_search``: not measured yet (null), see the issue notes;
+
+plus ``mask_share``, the share of genrec's engine time spent in the trie logits processor.
+Weights are the base model's (speed does not depend on training); without ``--artifacts`` an
+untrained bundle is built once under ``benchmarks/.cache``.
+
+    python benchmarks/decode_speed.py --quick      # ~5 minutes on 2 CPU cores
+    python benchmarks/decode_speed.py              # more users, more HF generate samples
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATASET = (
+    Path(os.environ.get("GENREC_DATASETS", REPO.parent / "shared" / "datasets")) / "amazon2014_beauty_p5order"
+)
+CACHE = REPO / "benchmarks" / ".cache"
+RESULT = REPO / "benchmarks" / "results" / "decode_speed.json"
+
+logger = logging.getLogger("decode_speed")
+
+
+def build_bench_bundle(root: Path, data_dir: Path) -> Path:
+    """Beauty semantic IDs + SmolLM2 with the SID tokens added, exported as a bundle (once)."""
+    from training.base_model import add_sid_tokens, convert_smollm2
+    from training.data import load_lcrec
+    from training.export import export_run
+    from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE, TrainConfig
+    from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
+
+    bundle = root / "artifacts" / "bench"
+    if (bundle / "manifest.json").is_file():
+        return bundle
+    shutil.rmtree(root, ignore_errors=True)
+    catalog, _ = tokenize_dataset(load_lcrec(data_dir), ItemTokenizerConfig(), root / "tok")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = convert_smollm2()
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    add_sid_tokens(model, tokenizer, catalog.scheme)
+    run = root / "run"
+    model.save_pretrained(run / MERGED_DIR)
+    tokenizer.save_pretrained(run / MERGED_DIR)
+    for name in (RUN_CATALOG, RUN_TRIE):
+        shutil.copy(root / "tok" / name, run / name)
+    config = TrainConfig(base_model="smollm2")
+    (run / RUN_REPORT).write_text(json.dumps({"dataset": "Beauty", "config": config.model_dump()}))
+    export_run(run, root / "artifacts", "bench")
+    return bundle
+
+
+def bench_histories(data_dir: Path, users: int) -> list[list[str]]:
+    from training.data import leave_one_out, load_lcrec
+
+    return [list(e.history) for e in leave_one_out(load_lcrec(data_dir)).test[:users]]
+
+
+def encode_prompts(bundle_dir: Path, histories: list[list[str]]) -> list[list[int]]:
+    """The prompts exactly as the engine builds them (template, alignment, truncation)."""
+    from transformers import AutoTokenizer
+
+    from model.bundle import load_bundle
+    from model.topk import PromptBuilder, PromptSettings
+
+    bundle = load_bundle(bundle_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(bundle.model_dir))
+    builder = PromptBuilder(bundle.catalog, tokenizer, PromptSettings.for_bundle(bundle.manifest.extra))
+    return [builder.encode(history) for history in histories]
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def time_genrec(
+    bundle_dir: Path, histories: list[list[str]], k: int, batch: int
+) -> tuple[float, float, list]:
+    """ms/user of the serving engine, the processor's share of it, and the top-K (for checks)."""
+    # The engine core runs in this process so the processor's time can be measured.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    from model.bundle import load_bundle
+    from model.vllm_engine import EngineConfig, VllmRecommender
+    from model.vllm_processor import TrieLogitsProcessor
+
+    spent = {"mask": 0.0}
+    for name in ("apply", "update_state"):
+        original = getattr(TrieLogitsProcessor, name)
+
+        def timed(self, *args, _original=original):  # type: ignore[no-untyped-def]
+            started = time.perf_counter()
+            try:
+                return _original(self, *args)
+            finally:
+                spent["mask"] += time.perf_counter() - started
+
+        setattr(TrieLogitsProcessor, name, timed)
+    recommender = VllmRecommender(load_bundle(bundle_dir), EngineConfig(beam_width=k, max_batch=batch))
+    recommender.recommend(histories[:2], k)  # warm-up: first-call compilation and allocation
+    spent["mask"] = 0.0
+    started = time.perf_counter()
+    results = recommender.recommend(histories, k)
+    wall = time.perf_counter() - started
+    prompts = [recommender.prompts.encode(h) for h in histories]
+    floor_ms = time_engine_floor(recommender.llm, prompts, k, recommender.trie.num_levels)
+    recommender.close()
+    return 1000 * wall / len(histories), spent["mask"] / wall, [results, prompts, floor_ms]
+
+
+def time_engine_floor(llm, prompts: list[list[int]], k: int, levels: int) -> float:  # type: ignore[no-untyped-def]
+    """ms/user of the same engine's bare forward passes: each prompt prefilled once, then K
+    sequences per prompt that decode one token per remaining level on the cached prompt. No
+    logprobs, no processor, no search."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    started = time.perf_counter()
+    prefill = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
+    firsts = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], prefill, use_tqdm=False)
+    beams = [
+        TokensPrompt(prompt_token_ids=[*prompt, first.outputs[0].token_ids[0]])
+        for prompt, first in zip(prompts, firsts, strict=True)
+        for _ in range(k)
+    ]
+    decode = SamplingParams(
+        max_tokens=levels - 1,
+        min_tokens=levels - 1,
+        ignore_eos=True,
+        temperature=1.0,
+        seed=0,
+        detokenize=False,
+    )
+    llm.generate(beams, decode, use_tqdm=False)
+    return 1000 * (time.perf_counter() - started) / len(prompts)
+
+
+def load_hf(bundle_dir: Path):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    return AutoModelForCausalLM.from_pretrained(str(bundle_dir / "model"), dtype=torch.float32).eval()
+
+
+def time_floor(model, prompts: list[list[int]], k: int, levels: int, batch: int) -> float:  # type: ignore[no-untyped-def]
+    """ms/user of prefill once + one K-beam decode step per remaining level, KV cache reused."""
+    import torch
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch):
+            chunk = prompts[start : start + batch]
+            length = max(map(len, chunk))
+            ids = torch.zeros((len(chunk), length), dtype=torch.long)
+            mask = torch.zeros((len(chunk), length), dtype=torch.long)
+            for row, prompt in enumerate(chunk):
+                ids[row, length - len(prompt) :] = torch.tensor(prompt)
+                mask[row, length - len(prompt) :] = 1
+            out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(k)
+            mask = mask.repeat_interleave(k, dim=0)
+            token = out.logits[:, -1].argmax(-1).repeat_interleave(k)[:, None]
+            for _ in range(levels - 1):
+                mask = torch.cat([mask, torch.ones_like(token)], dim=1)
+                out = model(
+                    input_ids=token,
+                    attention_mask=mask,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache = out.past_key_values
+                token = out.logits[:, -1].argmax(-1)[:, None]
+    return 1000 * (time.perf_counter() - started) / len(prompts)
+
+
+def time_hf_generate(model, bundle_dir: Path, prompts: list[list[int]], k: int) -> tuple[float, list]:  # type: ignore[no-untyped-def]
+    """ms/user of ``generate(num_beams=k)`` with a trie ``prefix_allowed_tokens_fn``, one user at a time."""
+    import torch
+
+    from model.bundle import load_bundle
+    from model.trie import PAD, ROOT
+    from model.trie_mask import sid_token_table
+
+    bundle = load_bundle(bundle_dir)
+    trie = bundle.trie
+    children = trie.to_token_space(sid_token_table(bundle.model_dir, bundle.catalog.scheme))
+    token_to_slot = [
+        {int(t): slot for slot, t in enumerate(row) if t != PAD} for row in children
+    ]  # per node: token -> child slot, a plain Python trie as HF callbacks use
+    eos = model.config.eos_token_id
+    outputs = []
+    started = time.perf_counter()
+    for prompt in prompts:
+        plen = len(prompt)
+
+        def allowed(_batch: int, ids: torch.Tensor, _plen: int = plen) -> list[int]:
+            node = ROOT
+            for token in ids[_plen:].tolist():
+                slot = token_to_slot[node].get(token)
+                if slot is None:
+                    return [eos]
+                node = int(trie.child_node[node, slot])
+                if node == PAD or trie.depth[node] == trie.num_levels:
+                    return [eos]
+            return list(token_to_slot[node])
+
+        with torch.inference_mode():
+            generated = model.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones((1, plen), dtype=torch.long),
+                num_beams=k,
+                num_return_sequences=k,
+                max_new_tokens=trie.num_levels,
+                do_sample=False,
+                prefix_allowed_tokens_fn=allowed,
+                pad_token_id=eos,
+            )
+        outputs.append(generated[:, plen : plen + trie.num_levels].tolist())
+    return 1000 * (time.perf_counter() - started) / len(prompts), outputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer users: under 5 minutes on 2 cores")
+    parser.add_argument("--artifacts", type=Path, help="a SmolLM2 bundle to use instead of the built one")
+    parser.add_argument("--data", type=Path, default=DATASET)
+    parser.add_argument("--users", type=int, help="users for genrec and the floor (default 32, quick 16)")
+    parser.add_argument("--hf-users", type=int, help="users for HF generate (default 4, quick 2)")
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    users = args.users or (16 if args.quick else 32)
+    hf_users = args.hf_users or (2 if args.quick else 4)
+
+    bundle_dir = args.artifacts or build_bench_bundle(CACHE / "decode_bundle", args.data)
+    histories = bench_histories(args.data, users)
+    prompts = encode_prompts(bundle_dir, histories)
+    # The HF runs go first: the in-process vLLM engine re-binds this process's OpenMP threads.
+    model = load_hf(bundle_dir)
+    levels = len(json.loads((bundle_dir / "manifest.json").read_text())["sid_codebook_sizes"])
+    hf_floor_ms = time_floor(model, prompts, args.k, levels, batch=4)
+    logger.info("floor with transformers: %.0f ms/user (%d torch threads)", hf_floor_ms, torch_threads())
+    hf_ms, _ = time_hf_generate(model, bundle_dir, prompts[:hf_users], args.k)
+    logger.info("hf generate: %.0f ms/user", hf_ms)
+    del model
+    genrec_ms, mask_share, (results, engine_prompts, floor_ms) = time_genrec(
+        bundle_dir, histories, args.k, batch=users
+    )
+    logger.info("genrec: %.0f ms/user (mask share %.2f%%)", genrec_ms, 100 * mask_share)
+    logger.info("floor on the engine's kernels: %.0f ms/user", floor_ms)
+    assert engine_prompts == prompts, "the engine must see the prompts the baselines saw"
+
+    assert all(len({i.item_id for i in row}) == len(row) == args.k for row in results), "not K distinct items"
+    report = {
+        "ms_per_user": {
+            "genrec": genrec_ms,
+            "hf_generate": hf_ms,
+            "vllm_beam_search": None,
+            "floor": floor_ms,
+        },
+        # "floor" is the lower of the two floors: the engine's own kernels are the faster ones here
+        "floors": {"vllm_kernels": floor_ms, "transformers": hf_floor_ms},
+        "ratios": {
+            "genrec_over_floor": genrec_ms / min(floor_ms, hf_floor_ms),
+            "hf_generate_over_genrec": hf_ms / genrec_ms,
+        },
+        "mask_share": mask_share,
+        "config": {
+            "model": "SmolLM2-135M-Instruct + SID tokens (fp32)",
+            "dataset": "amazon2014_beauty_p5order (test-split histories, titles in prompts)",
+            "k": args.k,
+            "levels": levels,
+            "items": json.loads((bundle_dir / "manifest.json").read_text())["num_items"],
+            "users": users,
+            "hf_generate_users": hf_users,
+            "mean_prompt_tokens": sum(map(len, prompts)) / len(prompts),
+            "cpu_count": os.cpu_count(),
+        },
+        "command": "python benchmarks/decode_speed.py" + (" --quick" if args.quick else ""),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
