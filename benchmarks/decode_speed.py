@@ -254,6 +254,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, help="users for genrec and the floor (default 32, quick 16)")
     parser.add_argument("--hf-users", type=int, help="users for HF generate (default 4, quick 2)")
     parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=16, help="genrec engine batch (users per search)")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -272,7 +273,7 @@ def main() -> None:
     logger.info("hf generate: %.0f ms/user", hf_ms)
     del model
     genrec_ms, mask_share, (results, engine_prompts, floor_ms) = time_genrec(
-        bundle_dir, histories, args.k, batch=users
+        bundle_dir, histories, args.k, batch=args.batch
     )
     logger.info("genrec: %.0f ms/user (mask share %.2f%%)", genrec_ms, 100 * mask_share)
     logger.info("floor on the engine's kernels: %.0f ms/user", floor_ms)
@@ -300,6 +301,7 @@ def main() -> None:
             "levels": levels,
             "items": json.loads((bundle_dir / "manifest.json").read_text())["num_items"],
             "users": users,
+            "genrec_batch": args.batch,
             "hf_generate_users": hf_users,
             "mean_prompt_tokens": sum(map(len, prompts)) / len(prompts),
             "cpu_count": os.cpu_count(),
