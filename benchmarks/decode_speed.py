@@ -8,7 +8,7 @@ Beauty trie. Prints and writes ms per user for
 - ``hf_generate``: transformers ``generate(num_beams=K, prefix_allowed_tokens_fn=trie)``;
 - ``floor``: the bare forward passes, each prompt prefilled once, then one decode step per
   level over all K beams (KV cache reused, no search, no masking);
-- ``vllm_beam_search``: not measured yet (null), see the issue notes;
+- ``vllm_beam_search``: vLLM's ``LLM.beam_search`` with the trie processor;
 
 plus ``mask_share``, the share of genrec's engine time spent in the trie logits processor.
 Weights are the base model's (speed does not depend on training); without ``--artifacts`` an
@@ -29,6 +29,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -138,6 +140,71 @@ def time_engine(bundle_dir: Path, histories: list[list[str]], k: int, batch: int
     floor_ms = time_engine_floor(recommender.llm, prompts, k, recommender.trie.num_levels)
     recommender.close()
     return EngineTimes(1000 * wall / len(histories), spent["mask"] / wall, floor_ms, results, prompts)
+
+
+def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) -> tuple[float, int]:
+    """ms/user of vLLM's own ``LLM.beam_search`` with the trie processor, and how many of the
+    returned lists hold k distinct catalog items.
+
+    ``beam_search`` builds its per-step SamplingParams itself (no ``extra_args``) and puts the
+    beam's tokens into the prompt, so a subclass of the processor finds each request's trie
+    node from the trailing semantic-ID tokens of its prompt.
+    """
+    from vllm.sampling_params import BeamSearchParams
+
+    from model.bundle import load_bundle
+    from model.trie import PAD, ROOT
+    from model.trie_mask import sid_token_table
+    from model.vllm_engine import EngineConfig, build_llm
+    from model.vllm_processor import NODE_KEY, TrieLogitsProcessor
+
+    class PromptTailTrieProcessor(TrieLogitsProcessor):
+        def update_state(self, batch_update):  # type: ignore[no-untyped-def]
+            if batch_update is not None:
+                for _, params, prompt, _ in batch_update.added:
+                    if params is not None and NODE_KEY not in (params.extra_args or {}):
+                        params.extra_args = {**(params.extra_args or {}), NODE_KEY: self.node_of(prompt)}
+            super().update_state(batch_update)
+
+        def node_of(self, prompt: list[int] | None) -> int:
+            if not hasattr(self, "sid_tokens"):
+                children = self.mask.children.cpu().numpy()
+                self.sid_tokens = {int(t) for t in children.ravel() if t != PAD}
+                self.slots = [{int(t): s for s, t in enumerate(row) if t != PAD} for row in children]
+            tail: list[int] = []
+            for token in reversed(prompt or []):
+                if token not in self.sid_tokens or len(tail) == self.mask.trie.num_levels:
+                    break
+                tail.insert(0, token)
+            node = ROOT
+            for token in tail:
+                node = int(self.mask.trie.child_node[node, self.slots[node][token]])
+            return node
+
+    bundle = load_bundle(bundle_dir)
+    llm = build_llm(bundle, EngineConfig(beam_width=k), max_logprobs=2 * k, processor=PromptTailTrieProcessor)
+    params = BeamSearchParams(beam_width=k, max_tokens=bundle.trie.num_levels)
+    llm.beam_search([{"prompt_token_ids": prompts[0]}], params)  # type: ignore[attr-defined]  # warm-up
+    llm.reset_prefix_cache()  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    outputs = llm.beam_search([{"prompt_token_ids": p} for p in prompts], params)  # type: ignore[attr-defined]
+    wall = time.perf_counter() - started
+    children = bundle.trie.to_token_space(sid_token_table(bundle.model_dir, bundle.catalog.scheme))
+    complete = 0
+    for prompt, output in zip(prompts, outputs, strict=True):
+        leaves = set()
+        for sequence in output.sequences:
+            node = ROOT
+            for token in sequence.tokens[len(prompt) :]:
+                hits = np.nonzero(children[node] == token)[0]
+                node = int(bundle.trie.child_node[node, hits[0]]) if hits.size else PAD
+                if node == PAD:
+                    break
+            if node != PAD and bundle.trie.depth[node] == bundle.trie.num_levels:
+                leaves.add(node)
+        complete += len(leaves) == k
+    llm.llm_engine.engine_core.shutdown()  # type: ignore[attr-defined]
+    return 1000 * wall / len(prompts), complete
 
 
 def time_engine_floor(llm, prompts: list[list[int]], k: int, levels: int) -> float:  # type: ignore[no-untyped-def]
@@ -292,17 +359,20 @@ def main() -> None:
     logger.info("genrec: %.0f ms/user (mask share %.2f%%)", genrec_ms, 100 * mask_share)
     logger.info("floor on the engine's kernels: %.0f ms/user", floor_ms)
     assert engine.prompts == prompts, "the engine must see the prompts the baselines saw"
+    beam_ms, beam_complete = time_vllm_beam_search(bundle_dir, prompts, args.k)
+    logger.info("vLLM beam_search: %.0f ms/user, %d/%d with k distinct items", beam_ms, beam_complete, users)
 
     assert all(len({i.item_id for i in row}) == len(row) == args.k for row in results), "not K distinct items"
     report = {
         "ms_per_user": {
             "genrec": genrec_ms,
             "hf_generate": hf_ms,
-            "vllm_beam_search": None,
+            "vllm_beam_search": beam_ms,
             "floor": floor_ms,
         },
         # "floor" is the lower of the two floors: the engine's own kernels are the faster ones here
         "floors": {"vllm_kernels": floor_ms, "transformers": hf_floor_ms},
+        "vllm_beam_search_complete_lists": f"{beam_complete}/{users}",
         "ratios": {
             "genrec_over_floor": genrec_ms / min(floor_ms, hf_floor_ms),
             "hf_generate_over_genrec": hf_ms / genrec_ms,

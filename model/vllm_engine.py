@@ -105,7 +105,9 @@ def kv_block_size(config: EngineConfig) -> int:
     return config.block_size or (32 if config.device == "cpu" else 16)
 
 
-def build_llm(bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int) -> object:
+def build_llm(
+    bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int, processor: type = TrieLogitsProcessor
+) -> object:
     """Start vLLM on the bundle's merged model with the trie processor installed."""
     from vllm import LLM
 
@@ -122,7 +124,7 @@ def build_llm(bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int) -
         max_num_seqs=max(config.max_batch * max_logprobs, 256),
         max_logprobs=max_logprobs,
         logprobs_mode="processed_logprobs",
-        logits_processors=[TrieLogitsProcessor],
+        logits_processors=[processor],
         enable_prefix_caching=True,
         block_size=kv_block_size(config),
         seed=config.seed,
