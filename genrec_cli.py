@@ -134,7 +134,6 @@ def demo(
     """
     import shutil
 
-    from model.bundle import load_bundle
     from service.engine import load_recommender
     from service.settings import get_settings
     from training.data import load_lcrec, serving_histories
@@ -162,8 +161,7 @@ def demo(
         if not (run_dir / MERGED_DIR).is_dir():
             train(dataset, tok_dir, run_dir, TrainConfig.model_validate(plan.train))
         export_run(run_dir, artifacts, plan.version)
-    bundle = load_bundle(bundle_dir)
-    logger.info("demo bundle %s ready after %.0fs", bundle.root, time.perf_counter() - started)
+    logger.info("demo bundle %s ready after %.0fs", bundle_dir, time.perf_counter() - started)
 
     settings = settings.model_copy(update={"artifacts": bundle_dir})
     with service_cli.redis_available(settings) as settings:

@@ -74,6 +74,44 @@ def build_bench_bundle(root: Path, data_dir: Path) -> Path:
     return bundle
 
 
+class TokenTrie:
+    """The trie as per-node ``{token: child node}`` dicts: the plain-Python walk that HF's
+    ``prefix_allowed_tokens_fn``, the prompt-reading processor and the output check need."""
+
+    def __init__(self, trie, children_tokens: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+        from model.trie import PAD
+
+        self.trie = trie
+        self.child = [
+            {int(t): int(trie.child_node[node, slot]) for slot, t in enumerate(row) if t != PAD}
+            for node, row in enumerate(children_tokens)
+        ]
+        self.sid_tokens = {token for children in self.child for token in children}
+
+    @classmethod
+    def of_bundle(cls, bundle) -> TokenTrie:  # type: ignore[no-untyped-def]
+        from model.trie_mask import sid_token_table
+
+        table = sid_token_table(bundle.model_dir, bundle.catalog.scheme)
+        return cls(bundle.trie, bundle.trie.to_token_space(table))
+
+    def walk(self, tokens: list[int]) -> int:
+        """The node ``tokens`` spell from the root, PAD once they leave the trie."""
+        from model.trie import PAD, ROOT
+
+        node = ROOT
+        for token in tokens:
+            node = self.child[node].get(int(token), PAD)
+            if node == PAD:
+                break
+        return node
+
+    def is_leaf(self, node: int) -> bool:
+        from model.trie import PAD
+
+        return node != PAD and int(self.trie.depth[node]) == self.trie.num_levels
+
+
 def bench_histories(data_dir: Path, users: int) -> list[list[str]]:
     from training.data import leave_one_out, load_lcrec
 
@@ -153,9 +191,7 @@ def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) ->
     from vllm.sampling_params import BeamSearchParams
 
     from model.bundle import load_bundle
-    from model.trie import PAD, ROOT
-    from model.trie_mask import sid_token_table
-    from model.vllm_engine import EngineConfig, build_llm
+    from model.vllm_engine import EngineConfig, build_llm, shutdown_llm
     from model.vllm_processor import NODE_KEY, TrieLogitsProcessor
 
     class PromptTailTrieProcessor(TrieLogitsProcessor):
@@ -167,19 +203,14 @@ def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) ->
             super().update_state(batch_update)
 
         def node_of(self, prompt: list[int] | None) -> int:
-            if not hasattr(self, "sid_tokens"):
-                children = self.mask.children.cpu().numpy()
-                self.sid_tokens = {int(t) for t in children.ravel() if t != PAD}
-                self.slots = [{int(t): s for s, t in enumerate(row) if t != PAD} for row in children]
+            if not hasattr(self, "token_trie"):
+                self.token_trie = TokenTrie(self.mask.trie, self.mask.children.cpu().numpy())
             tail: list[int] = []
             for token in reversed(prompt or []):
-                if token not in self.sid_tokens or len(tail) == self.mask.trie.num_levels:
+                if token not in self.token_trie.sid_tokens or len(tail) == self.mask.trie.num_levels:
                     break
                 tail.insert(0, token)
-            node = ROOT
-            for token in tail:
-                node = int(self.mask.trie.child_node[node, self.slots[node][token]])
-            return node
+            return self.token_trie.walk(tail)
 
     bundle = load_bundle(bundle_dir)
     llm = build_llm(bundle, EngineConfig(beam_width=k), max_logprobs=2 * k, processor=PromptTailTrieProcessor)
@@ -189,21 +220,12 @@ def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) ->
     started = time.perf_counter()
     outputs = llm.beam_search([{"prompt_token_ids": p} for p in prompts], params)  # type: ignore[attr-defined]
     wall = time.perf_counter() - started
-    children = bundle.trie.to_token_space(sid_token_table(bundle.model_dir, bundle.catalog.scheme))
+    token_trie = TokenTrie.of_bundle(bundle)
     complete = 0
     for prompt, output in zip(prompts, outputs, strict=True):
-        leaves = set()
-        for sequence in output.sequences:
-            node = ROOT
-            for token in sequence.tokens[len(prompt) :]:
-                hits = np.nonzero(children[node] == token)[0]
-                node = int(bundle.trie.child_node[node, hits[0]]) if hits.size else PAD
-                if node == PAD:
-                    break
-            if node != PAD and bundle.trie.depth[node] == bundle.trie.num_levels:
-                leaves.add(node)
-        complete += len(leaves) == k
-    llm.llm_engine.engine_core.shutdown()  # type: ignore[attr-defined]
+        ends = [token_trie.walk(sequence.tokens[len(prompt) :]) for sequence in output.sequences]
+        complete += len({node for node in ends if token_trie.is_leaf(node)}) == k
+    shutdown_llm(llm)
     return 1000 * wall / len(prompts), complete
 
 
@@ -275,50 +297,38 @@ def time_floor(model, prompts: list[list[int]], k: int, levels: int, batch: int)
     return 1000 * (time.perf_counter() - started) / len(prompts)
 
 
-def time_hf_generate(model, bundle_dir: Path, prompts: list[list[int]], k: int) -> tuple[float, list]:  # type: ignore[no-untyped-def]
+def time_hf_generate(model, bundle_dir: Path, prompts: list[list[int]], k: int) -> float:  # type: ignore[no-untyped-def]
     """ms/user of ``generate(num_beams=k)`` with a trie ``prefix_allowed_tokens_fn``, one user at a time."""
     import torch
 
     from model.bundle import load_bundle
-    from model.trie import PAD, ROOT
-    from model.trie_mask import sid_token_table
+    from model.trie import PAD
 
     bundle = load_bundle(bundle_dir)
-    trie = bundle.trie
-    children = trie.to_token_space(sid_token_table(bundle.model_dir, bundle.catalog.scheme))
-    token_to_slot = [
-        {int(t): slot for slot, t in enumerate(row) if t != PAD} for row in children
-    ]  # per node: token -> child slot, a plain Python trie as HF callbacks use
+    token_trie = TokenTrie.of_bundle(bundle)
     eos = model.config.eos_token_id
-    outputs = []
     started = time.perf_counter()
     for prompt in prompts:
         plen = len(prompt)
 
         def allowed(_batch: int, ids: torch.Tensor, _plen: int = plen) -> list[int]:
-            node = ROOT
-            for token in ids[_plen:].tolist():
-                slot = token_to_slot[node].get(token)
-                if slot is None:
-                    return [eos]
-                node = int(trie.child_node[node, slot])
-                if node == PAD or trie.depth[node] == trie.num_levels:
-                    return [eos]
-            return list(token_to_slot[node])
+            node = token_trie.walk(ids[_plen:].tolist())
+            if node == PAD or token_trie.is_leaf(node):
+                return [eos]
+            return list(token_trie.child[node])
 
         with torch.inference_mode():
-            generated = model.generate(
+            model.generate(
                 torch.tensor([prompt]),
                 attention_mask=torch.ones((1, plen), dtype=torch.long),
                 num_beams=k,
                 num_return_sequences=k,
-                max_new_tokens=trie.num_levels,
+                max_new_tokens=bundle.trie.num_levels,
                 do_sample=False,
                 prefix_allowed_tokens_fn=allowed,
                 pad_token_id=eos,
             )
-        outputs.append(generated[:, plen : plen + trie.num_levels].tolist())
-    return 1000 * (time.perf_counter() - started) / len(prompts), outputs
+    return 1000 * (time.perf_counter() - started) / len(prompts)
 
 
 def main() -> None:
@@ -346,7 +356,7 @@ def main() -> None:
     levels = len(json.loads((bundle_dir / "manifest.json").read_text())["sid_codebook_sizes"])
     hf_floor_ms = time_floor(model, prompts, args.k, levels, batch=4)
     logger.info("floor with transformers: %.0f ms/user (%d torch threads)", hf_floor_ms, torch_threads())
-    hf_ms, _ = time_hf_generate(model, bundle_dir, prompts[:hf_users], args.k)
+    hf_ms = time_hf_generate(model, bundle_dir, prompts[:hf_users], args.k)
     logger.info("hf generate: %.0f ms/user", hf_ms)
     del model
     engine = time_engine(bundle_dir, histories, args.k, batch=args.batch)

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
 
 from model.bundle import ArtifactBundle
 from model.search import NEG_INF, ChildScorer, LiveRows
@@ -45,23 +47,18 @@ class VllmChildScorer:
     def __init__(
         self, llm: object, prompts: list[list[int]], children_tokens: np.ndarray, num_logprobs: int
     ) -> None:
-        from vllm import SamplingParams
-
         self.llm = llm
         self.prompts = prompts
         self.children_tokens = children_tokens
         self.num_logprobs = num_logprobs
-        self._params = SamplingParams
 
     def __call__(self, rows: LiveRows) -> np.ndarray:
-        from vllm.inputs import TokensPrompt
-
         requests = [
             TokensPrompt(prompt_token_ids=self.prompts[p] + prefix.tolist())
             for p, prefix in zip(rows.prompt_index, rows.prefix_tokens, strict=True)
         ]
         params = [
-            self._params(
+            SamplingParams(
                 max_tokens=1,
                 temperature=0.0,
                 logprobs=self.num_logprobs,
@@ -109,8 +106,6 @@ def build_llm(
     bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int, processor: type = TrieLogitsProcessor
 ) -> object:
     """Start vLLM on the bundle's merged model with the trie processor installed."""
-    from vllm import LLM
-
     if config.device == "cpu":
         _configure_cpu_env(config)
     else:
@@ -130,6 +125,13 @@ def build_llm(
         seed=config.seed,
         enforce_eager=config.device == "cpu",
     )
+
+
+def shutdown_llm(llm: object) -> None:
+    """Stop an ``LLM``'s engine core (and its worker processes) now."""
+    engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if engine_core is not None:
+        engine_core.shutdown()
 
 
 class VllmRecommender(ConstrainedRecommender):
@@ -170,6 +172,4 @@ class VllmRecommender(ConstrainedRecommender):
 
     def close(self) -> None:
         """Stop the engine's worker processes now rather than at interpreter exit."""
-        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if engine_core is not None:
-            engine_core.shutdown()
+        shutdown_llm(self.llm)

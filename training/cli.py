@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from training.data import DataError, InteractionData, load_lcrec
+from training.data import DataError, InteractionData, load_lcrec, serving_histories
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 logger = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def histories(
         raise typer.BadParameter("must be >= 1", param_hint="--max-users")
     dataset = _load(data)
     if split == "serve":
-        users = list(dataset.sequences.items())
+        users = list(serving_histories(dataset))
         if max_users is not None and len(users) > max_users:
             users = random.Random(seed).sample(users, max_users)
     elif split in ("valid", "test"):
