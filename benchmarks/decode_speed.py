@@ -14,8 +14,9 @@ plus ``mask_share``, the share of genrec's engine time spent in the trie logits 
 Weights are the base model's (speed does not depend on training); without ``--artifacts`` an
 untrained bundle is built once under ``benchmarks/.cache``.
 
-    python benchmarks/decode_speed.py --quick      # ~5 minutes on 2 CPU cores
-    python benchmarks/decode_speed.py              # more users, more HF generate samples
+    python benchmarks/decode_speed.py --quick      # ~4 minutes on 2 CPU cores
+    python benchmarks/decode_speed.py --compile    # all 32 users through every method, genrec's
+                                                   # engine compiled as a long-running server runs it
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -74,44 +73,6 @@ def build_bench_bundle(root: Path, data_dir: Path) -> Path:
     return bundle
 
 
-class TokenTrie:
-    """The trie as per-node ``{token: child node}`` dicts: the plain-Python walk that HF's
-    ``prefix_allowed_tokens_fn``, the prompt-reading processor and the output check need."""
-
-    def __init__(self, trie, children_tokens: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-        from model.trie import PAD
-
-        self.trie = trie
-        self.child = [
-            {int(t): int(trie.child_node[node, slot]) for slot, t in enumerate(row) if t != PAD}
-            for node, row in enumerate(children_tokens)
-        ]
-        self.sid_tokens = {token for children in self.child for token in children}
-
-    @classmethod
-    def of_bundle(cls, bundle) -> TokenTrie:  # type: ignore[no-untyped-def]
-        from model.trie_mask import sid_token_table
-
-        table = sid_token_table(bundle.model_dir, bundle.catalog.scheme)
-        return cls(bundle.trie, bundle.trie.to_token_space(table))
-
-    def walk(self, tokens: list[int]) -> int:
-        """The node ``tokens`` spell from the root, PAD once they leave the trie."""
-        from model.trie import PAD, ROOT
-
-        node = ROOT
-        for token in tokens:
-            node = self.child[node].get(int(token), PAD)
-            if node == PAD:
-                break
-        return node
-
-    def is_leaf(self, node: int) -> bool:
-        from model.trie import PAD
-
-        return node != PAD and int(self.trie.depth[node]) == self.trie.num_levels
-
-
 def bench_histories(data_dir: Path, users: int) -> list[list[str]]:
     from training.data import leave_one_out, load_lcrec
 
@@ -146,7 +107,9 @@ class EngineTimes:
     prompts: list[list[int]]  # what the engine fed the model
 
 
-def time_engine(bundle_dir: Path, histories: list[list[str]], k: int, batch: int) -> EngineTimes:
+def time_engine(
+    bundle_dir: Path, histories: list[list[str]], k: int, batch: int, compile: bool
+) -> EngineTimes:
     """The serving engine's speed, its processor share, and the forward floor on its kernels."""
     # The engine core runs in this process so the processor's time can be measured.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -166,7 +129,8 @@ def time_engine(bundle_dir: Path, histories: list[list[str]], k: int, batch: int
                 spent["mask"] += time.perf_counter() - started
 
         setattr(TrieLogitsProcessor, name, timed)
-    recommender = VllmRecommender(load_bundle(bundle_dir), EngineConfig(beam_width=k, max_batch=batch))
+    config = EngineConfig(beam_width=k, max_batch=batch, compile=compile)
+    recommender = VllmRecommender(load_bundle(bundle_dir), config)
     recommender.recommend(histories[:2], k)  # warm-up: first-call compilation and allocation
     recommender.llm.reset_prefix_cache()  # every timed run starts with no prompt cached
     spent["mask"] = 0.0
@@ -191,6 +155,7 @@ def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) ->
     from vllm.sampling_params import BeamSearchParams
 
     from model.bundle import load_bundle
+    from model.hf_generate import TokenTrie
     from model.vllm_engine import EngineConfig, build_llm, shutdown_llm
     from model.vllm_processor import NODE_KEY, TrieLogitsProcessor
 
@@ -297,38 +262,19 @@ def time_floor(model, prompts: list[list[int]], k: int, levels: int, batch: int)
     return 1000 * (time.perf_counter() - started) / len(prompts)
 
 
-def time_hf_generate(model, bundle_dir: Path, prompts: list[list[int]], k: int) -> float:  # type: ignore[no-untyped-def]
-    """ms/user of ``generate(num_beams=k)`` with a trie ``prefix_allowed_tokens_fn``, one user at a time."""
-    import torch
-
+def time_hf_generate(model, bundle_dir: Path, prompts: list[list[int]], k: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """ms/user of ``generate(num_beams=k)`` with a trie ``prefix_allowed_tokens_fn``, one user at a
+    time, and how many of the returned lists hold k distinct catalog items."""
     from model.bundle import load_bundle
+    from model.hf_generate import TokenTrie, hf_generate_topk
     from model.trie import PAD
 
-    bundle = load_bundle(bundle_dir)
-    token_trie = TokenTrie.of_bundle(bundle)
-    eos = model.config.eos_token_id
+    token_trie = TokenTrie.of_bundle(load_bundle(bundle_dir))
     started = time.perf_counter()
-    for prompt in prompts:
-        plen = len(prompt)
-
-        def allowed(_batch: int, ids: torch.Tensor, _plen: int = plen) -> list[int]:
-            node = token_trie.walk(ids[_plen:].tolist())
-            if node == PAD or token_trie.is_leaf(node):
-                return [eos]
-            return list(token_trie.child[node])
-
-        with torch.inference_mode():
-            model.generate(
-                torch.tensor([prompt]),
-                attention_mask=torch.ones((1, plen), dtype=torch.long),
-                num_beams=k,
-                num_return_sequences=k,
-                max_new_tokens=bundle.trie.num_levels,
-                do_sample=False,
-                prefix_allowed_tokens_fn=allowed,
-                pad_token_id=eos,
-            )
-    return 1000 * (time.perf_counter() - started) / len(prompts)
+    outputs = [hf_generate_topk(model, token_trie, prompt, k) for prompt in prompts]
+    wall = time.perf_counter() - started
+    complete = sum(len({g.item_index for g in out} - {PAD}) == k for out in outputs)
+    return 1000 * wall / len(prompts), complete
 
 
 def main() -> None:
@@ -339,14 +285,21 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, help="a SmolLM2 bundle to use instead of the built one")
     parser.add_argument("--data", type=Path, default=DATASET)
     parser.add_argument("--users", type=int, help="users for genrec and the floor (default 32, quick 16)")
-    parser.add_argument("--hf-users", type=int, help="users for HF generate (default 4, quick 2)")
+    parser.add_argument(
+        "--hf-users",
+        type=int,
+        help="users for HF generate, the first of the genrec users (default all, quick 4)",
+    )
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--batch", type=int, default=16, help="genrec engine batch (users per search)")
+    parser.add_argument(
+        "--compile", action="store_true", help="run genrec's engine with torch.compile (ENGINE_COMPILE=true)"
+    )
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     users = args.users or (16 if args.quick else 32)
-    hf_users = args.hf_users or (2 if args.quick else 4)
+    hf_users = args.hf_users or (4 if args.quick else users)
 
     bundle_dir = args.artifacts or build_bench_bundle(CACHE / "decode_bundle", args.data)
     histories = bench_histories(args.data, users)
@@ -356,10 +309,10 @@ def main() -> None:
     levels = len(json.loads((bundle_dir / "manifest.json").read_text())["sid_codebook_sizes"])
     hf_floor_ms = time_floor(model, prompts, args.k, levels, batch=4)
     logger.info("floor with transformers: %.0f ms/user (%d torch threads)", hf_floor_ms, torch_threads())
-    hf_ms = time_hf_generate(model, bundle_dir, prompts[:hf_users], args.k)
-    logger.info("hf generate: %.0f ms/user", hf_ms)
+    hf_ms, hf_complete = time_hf_generate(model, bundle_dir, prompts[:hf_users], args.k)
+    logger.info("hf generate: %.0f ms/user, %d/%d with k distinct items", hf_ms, hf_complete, hf_users)
     del model
-    engine = time_engine(bundle_dir, histories, args.k, batch=args.batch)
+    engine = time_engine(bundle_dir, histories, args.k, batch=args.batch, compile=args.compile)
     genrec_ms, mask_share, floor_ms, results = (
         engine.genrec_ms,
         engine.mask_share,
@@ -383,6 +336,7 @@ def main() -> None:
         # "floor" is the lower of the two floors: the engine's own kernels are the faster ones here
         "floors": {"vllm_kernels": floor_ms, "transformers": hf_floor_ms},
         "vllm_beam_search_complete_lists": f"{beam_complete}/{users}",
+        "hf_generate_complete_lists": f"{hf_complete}/{hf_users}",
         "ratios": {
             "genrec_over_floor": genrec_ms / min(floor_ms, hf_floor_ms),
             "hf_generate_over_genrec": hf_ms / genrec_ms,
@@ -396,11 +350,13 @@ def main() -> None:
             "items": json.loads((bundle_dir / "manifest.json").read_text())["num_items"],
             "users": users,
             "genrec_batch": args.batch,
+            "genrec_compile": args.compile,
             "hf_generate_users": hf_users,
             "mean_prompt_tokens": sum(map(len, prompts)) / len(prompts),
+            "hf_generate_mean_prompt_tokens": sum(map(len, prompts[:hf_users])) / hf_users,
             "cpu_count": os.cpu_count(),
         },
-        "command": "python benchmarks/decode_speed.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python benchmarks/decode_speed.py", *sys.argv[1:]]),
     }
     text = json.dumps(report, indent=2)
     print(text)

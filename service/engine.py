@@ -24,9 +24,11 @@ def load_recommender(settings: Settings) -> Recommender:
         max_batch=settings.engine_max_batch,
         threads=settings.engine_threads,
         kv_cache_gb=settings.engine_kv_cache_gb,
+        gpu_memory_utilization=settings.engine_gpu_memory_utilization,
         max_prompt_tokens=settings.engine_max_prompt_tokens,
         history_len=settings.history_len,
         device=settings.engine_device,
+        compile=settings.engine_compile,
     )
     logger.info("starting the vLLM engine for bundle %s with %s", bundle.version, config)
     recommender: Recommender = VllmRecommender(bundle, config)

@@ -31,13 +31,16 @@ class Settings(BaseSettings):
     engine_timeout_s: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
 
-    # Engine knobs, passed through to model.vllm_engine.EngineConfig.
+    # Engine knobs, passed through to model.vllm_engine.EngineConfig; None = the device's default
+    # (CPU: 16 users per batch, all cores, eager; GPU: 256 users per batch, compiled).
     engine_device: Literal["cpu", "cuda"] = "cpu"
     engine_beam_width: int | None = Field(default=None, ge=1)  # None -> max_k
-    engine_max_batch: int = Field(default=64, ge=1)
+    engine_max_batch: int | None = Field(default=None, ge=1)
     engine_threads: int | None = Field(default=None, ge=1)
     engine_kv_cache_gb: float = Field(default=2.0, gt=0)
+    engine_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     engine_max_prompt_tokens: int = Field(default=512, ge=1)
+    engine_compile: bool | None = None
 
     @model_validator(mode="after")
     def _default_k_fits(self) -> Settings:

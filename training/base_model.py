@@ -28,7 +28,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from model.semantic_id import SidScheme
+from model.semantic_id import SidScheme, sid_token
 from model.trie_mask import vocab_ids
 
 logger = logging.getLogger(__name__)
@@ -149,3 +149,12 @@ def add_sid_tokens(
         tokenizer.pad_token = tokenizer.eos_token
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     return vocab_ids(tokenizer.get_vocab(), tokens, "base tokenizer")
+
+
+def sid_token_ids(tokenizer: PreTrainedTokenizerBase, scheme: SidScheme) -> list[list[int]]:
+    """Token id of every (level, code): ``ids[level][code]``."""
+    vocab = tokenizer.get_vocab()
+    return [
+        vocab_ids(vocab, [sid_token(level, code) for code in range(size)], "base tokenizer")
+        for level, size in enumerate(scheme.codebook_sizes)
+    ]

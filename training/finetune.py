@@ -27,8 +27,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from model.catalog import Catalog
 from model.prompts import next_item_prompt
 from model.topk import PromptBuilder, PromptSettings
-from training.base_model import TINY, add_sid_tokens, build_tiny_model, resolve_base_model
+from training.base_model import TINY, add_sid_tokens, build_tiny_model, resolve_base_model, sid_token_ids
 from training.data import Example, InteractionData, leave_one_out
+from training.sid_alignment import CODEBOOKS_FILE, SidCodebooks, init_aligned_sid_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,20 @@ def train(data: InteractionData, tokenizer_dir: Path, out_dir: Path, config: Tra
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
     model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
     sid_ids = add_sid_tokens(model, tokenizer, catalog.scheme)
+    if (tokenizer_dir / CODEBOOKS_FILE).is_file():
+        aligned_r2 = init_aligned_sid_embeddings(
+            model,
+            tokenizer,
+            SidCodebooks.load(tokenizer_dir / CODEBOOKS_FILE),
+            [item.sid for item in catalog],
+            [item.title for item in catalog],
+            sid_token_ids(tokenizer, catalog.scheme),
+        )
+    else:
+        aligned_r2 = None
+        logger.info(
+            "no %s in %s: semantic-ID tokens start at the mean embedding", CODEBOOKS_FILE, tokenizer_dir
+        )
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -244,6 +259,7 @@ def train(data: InteractionData, tokenizer_dir: Path, out_dir: Path, config: Tra
         "dataset": data.name,
         "config": config.model_dump(),
         "examples": len(encoded),
+        "aligned_sid_init_r2": aligned_r2,
         "steps": step,
         "final_loss_ema": loss_ema,
         "tokens": tokens_seen,

@@ -1,10 +1,17 @@
-"""First item tokenizer: item text embeddings -> residual k-means codes + a disambiguation level.
+"""Item tokenizer: item embeddings from one or two sources -> residual k-means codes + disambiguation.
 
-Residual k-means (RQ-KMeans, as in TIGER/LC-Rec baselines) gives items with similar text
-shared code prefixes, which is what lets the LLM generalise across items token by token.
-Distinct items can still land on the same prefix; a final level numbers the items within
-each prefix (0, 1, 2, ... in item order) so every semantic ID is unique and the trie maps
+Sources (EAGER-LLM's dual-source index): ``semantic`` vectors come from the item text
+(all-MiniLM-L6-v2), ``behavior`` vectors from a SASRec trained on the training split. Each
+source is quantized on its own by residual k-means (RQ-KMeans, as in TIGER/LC-Rec), so items
+with similar text, or bought in similar contexts, share code prefixes; the semantic ID is the
+sources' codes in the configured order, and every level has its own token namespace
+(``<a_*>``, ``<b_*>``, ...). Distinct items can still share all codes; a final level numbers the
+items within each prefix (0, 1, 2, ... in item order) so every ID is unique and the trie maps
 each leaf to exactly one catalog item.
+
+With ``align`` the per-level codebooks are saved too (``sid_codebooks.npz``): fine-tuning then
+initialises the ID tokens' embeddings from them (Semantic Convergence, see
+``training.sid_alignment``).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
@@ -27,6 +34,8 @@ from model.catalog import Catalog, CatalogItem
 from model.semantic_id import SemanticId, SidScheme
 from model.trie import CompiledTrie
 from training.data import InteractionData, sort_item_ids, train_item_counts
+from training.sasrec import SasrecConfig
+from training.sid_alignment import CODEBOOKS_FILE, DISAMBIGUATION, SidCodebooks
 from training.text_embeddings import encode_texts
 
 logger = logging.getLogger(__name__)
@@ -36,15 +45,53 @@ TRIE_FILE = "trie.npz"
 REPORT_FILE = "tokenizer_report.json"
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
+SEMANTIC = "semantic"
+BEHAVIOR = "behavior"
+SOURCES = (SEMANTIC, BEHAVIOR)
 
 
 class ItemTokenizerConfig(BaseModel):
-    """Semantic-ID shape: ``levels`` k-means levels of ``codebook_size`` codes, then disambiguation."""
+    """Semantic-ID shape: each source's k-means levels, in ``sources`` order, then disambiguation.
 
+    ``levels``/``codebook_size`` shape the semantic (text) codes, ``behavior_levels``/
+    ``behavior_codebook_size`` the behavioural (SASRec) codes.
+    """
+
+    sources: tuple[str, ...] = (SEMANTIC,)
     levels: int = Field(default=3, ge=1)
     codebook_size: int = Field(default=256, ge=1)
+    behavior_levels: int = Field(default=1, ge=1)
+    behavior_codebook_size: int = Field(default=256, ge=1)
+    align: bool = True
     seed: int = 0
     kmeans_iters: int = Field(default=50, ge=1)
+    sasrec: SasrecConfig = SasrecConfig()
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, sources: tuple[str, ...]) -> tuple[str, ...]:
+        if not sources:
+            raise ValueError(f"sources must name at least one of {', '.join(SOURCES)}")
+        unknown = [s for s in sources if s not in SOURCES]
+        if unknown or len(set(sources)) != len(sources):
+            raise ValueError(f"sources must be distinct names from {SOURCES}, got {list(sources)}")
+        return sources
+
+    def shape(self, source: str) -> tuple[int, int]:
+        """(levels, codebook size) of one source."""
+        if source == SEMANTIC:
+            return self.levels, self.codebook_size
+        return self.behavior_levels, self.behavior_codebook_size
+
+    def check_fits(self, num_items: int) -> None:
+        """A codebook larger than the catalog could never be used: refuse it before any work."""
+        for source in self.sources:
+            _, size = self.shape(source)
+            if size > num_items:
+                field = "codebook_size" if source == SEMANTIC else "behavior_codebook_size"
+                raise ValueError(
+                    f"{field}={size} asks for more codes than the catalog has items ({num_items})"
+                )
 
 
 @dataclass(frozen=True)
@@ -71,10 +118,18 @@ class TokenizerReport:
         return asdict(self)
 
 
-def residual_kmeans(
+@dataclass(frozen=True)
+class Quantized:
+    """Residual k-means output: codes ``[n, levels]`` and each level's centroids ``[codes, dim]``."""
+
+    codes: np.ndarray
+    codebooks: list[np.ndarray]
+
+
+def residual_quantize(
     embeddings: np.ndarray, levels: int, codebook_size: int, seed: int, *, iters: int = 50
-) -> np.ndarray:
-    """Codes ``[n, levels]``: level ``l`` clusters what levels ``0..l-1`` left unexplained.
+) -> Quantized:
+    """Level ``l`` clusters what levels ``0..l-1`` left unexplained.
 
     Deterministic for a given ``seed`` (one k-means init per level, seeded ``seed + level``).
     """
@@ -86,12 +141,10 @@ def residual_kmeans(
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
     if not 1 <= codebook_size <= n:
-        raise ValueError(
-            f"codebook_size {codebook_size} must be in 1..{n} (one code per item at most); "
-            "build_semantic_ids shrinks it to the catalog size"
-        )
+        raise ValueError(f"codebook_size {codebook_size} must be in 1..{n} (one code per item at most)")
     residual = np.asarray(embeddings, dtype=np.float64).copy()
     codes = np.zeros((n, levels), dtype=np.int64)
+    codebooks: list[np.ndarray] = []
     for level in range(levels):
         kmeans = KMeans(n_clusters=codebook_size, n_init=1, max_iter=iters, random_state=seed + level)
         with warnings.catch_warnings():
@@ -99,11 +152,24 @@ def residual_kmeans(
             warnings.simplefilter("ignore", ConvergenceWarning)
             labels = kmeans.fit_predict(residual)
         codes[:, level] = labels
+        codebooks.append(kmeans.cluster_centers_.astype(np.float32))
         residual -= kmeans.cluster_centers_[labels]
-        logger.debug(
-            "level %d: %d codes used, residual norm %.4f", level, len(set(labels)), np.linalg.norm(residual)
+        logger.info(
+            "k-means level %d/%d: %d of %d codes used, residual norm %.4f",
+            level + 1,
+            levels,
+            len(set(labels)),
+            codebook_size,
+            np.linalg.norm(residual) / np.sqrt(n),
         )
-    return codes
+    return Quantized(codes, codebooks)
+
+
+def residual_kmeans(
+    embeddings: np.ndarray, levels: int, codebook_size: int, seed: int, *, iters: int = 50
+) -> np.ndarray:
+    """Codes ``[n, levels]`` of :func:`residual_quantize`."""
+    return residual_quantize(embeddings, levels, codebook_size, seed, iters=iters).codes
 
 
 def collision_rate(codes: np.ndarray) -> float:
@@ -136,76 +202,140 @@ def _entropy_bits(column: np.ndarray) -> float:
 def build_semantic_ids(
     embeddings: np.ndarray, config: ItemTokenizerConfig
 ) -> tuple[SidScheme, list[SemanticId], TokenizerReport]:
-    """Semantic IDs for items in row order, the scheme they fit, and a quality report.
+    """Single-source semantic IDs for items in row order (``embeddings`` as the semantic source)."""
+    scheme, sids, report, _ = build_item_index(
+        {SEMANTIC: embeddings}, config.model_copy(update={"sources": (SEMANTIC,)})
+    )
+    return scheme, sids, report
 
-    A catalog smaller than ``codebook_size`` gets one code per item at most per level.
+
+def build_item_index(
+    embeddings: dict[str, np.ndarray], config: ItemTokenizerConfig
+) -> tuple[SidScheme, list[SemanticId], TokenizerReport, SidCodebooks]:
+    """Semantic IDs for items in row order from each configured source's embeddings, the scheme
+    they fit, a quality report and the per-level codebooks (for the aligned token init).
+
+    A codebook larger than the catalog is an error: it could never be used.
     """
     start = time.perf_counter()
-    n = int(embeddings.shape[0]) if embeddings.ndim >= 1 else 0
+    missing = [s for s in config.sources if s not in embeddings]
+    if missing:
+        raise ValueError(f"no embeddings for source(s) {missing}")
+    counts = {s: int(embeddings[s].shape[0]) if embeddings[s].ndim >= 1 else 0 for s in config.sources}
+    n = counts[config.sources[0]]
     if n == 0:
         raise ValueError("cannot build semantic IDs for an empty catalog")
-    effective = min(config.codebook_size, n)
-    if effective < config.codebook_size:
-        logger.info(
-            "codebook size %d > %d items; using %d codes per level", config.codebook_size, n, effective
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"sources embed different numbers of items: {counts}")
+    config.check_fits(n)
+    blocks: list[np.ndarray] = []
+    codebooks: list[np.ndarray | None] = []
+    level_sources: list[str] = []
+    sizes: list[int] = []
+    for offset, source in enumerate(config.sources):
+        levels, size = config.shape(source)
+        logger.info("quantizing %s embeddings: %d levels x %d codes", source, levels, size)
+        quantized = residual_quantize(
+            embeddings[source], levels, size, config.seed + 1000 * offset, iters=config.kmeans_iters
         )
-    codes = residual_kmeans(embeddings, config.levels, effective, config.seed, iters=config.kmeans_iters)
+        blocks.append(quantized.codes)
+        codebooks.extend(quantized.codebooks)
+        level_sources.extend([source] * levels)
+        sizes.extend([size] * levels)
+    codes = np.concatenate(blocks, axis=1)
     collisions = collision_rate(codes)
     full = add_disambiguation_level(codes)
     max_per_prefix = int(full[:, -1].max()) + 1
-    sizes = (effective,) * config.levels + (max_per_prefix,)
-    scheme = SidScheme(sizes)
+    sizes.append(max_per_prefix)
+    codebooks.append(None)
+    level_sources.append(DISAMBIGUATION)
+    scheme = SidScheme(tuple(sizes))
     sids: list[SemanticId] = [tuple(int(c) for c in row) for row in full.tolist()]
     report = TokenizerReport(
         num_items=n,
         levels=len(sizes),
-        codebook_sizes=sizes,
+        codebook_sizes=tuple(sizes),
         usage=tuple(len(np.unique(full[:, i])) / size for i, size in enumerate(sizes)),
         entropy_bits=tuple(_entropy_bits(full[:, i]) for i in range(len(sizes))),
         collision_rate=collisions,
         max_items_per_prefix=max_per_prefix,
         wall_time_s=time.perf_counter() - start,
+        extra={"level_sources": level_sources},
     )
     logger.info(
-        "semantic IDs for %d items: codebooks %s, usage %s, collision rate %.3f (max %d items per prefix)",
+        "semantic IDs for %d items from %s: codebooks %s, usage %s, collision rate %.3f "
+        "(max %d items per prefix)",
         n,
-        sizes,
+        "+".join(config.sources),
+        tuple(sizes),
         ", ".join(f"{u:.2f}" for u in report.usage),
         collisions,
         max_per_prefix,
     )
-    return scheme, sids, report
+    return scheme, sids, report, SidCodebooks(codebooks, level_sources)
+
+
+def _semantic_embeddings(
+    data: InteractionData, item_ids: list[str], embed: EmbedFn
+) -> tuple[np.ndarray, float]:
+    texts = [data.items[i].text() for i in item_ids]
+    logger.info("embedding %d item texts of %s", len(texts), data.name)
+    start = time.perf_counter()
+    embeddings = np.asarray(embed(texts))
+    took = time.perf_counter() - start
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
+        raise ValueError(f"embed returned shape {embeddings.shape} for {len(texts)} texts; expected [n, dim]")
+    logger.info("embedded %d items in %.1f s (%.0f items/s)", len(texts), took, len(texts) / max(took, 1e-9))
+    return embeddings, took
+
+
+def _behavior_embeddings(
+    data: InteractionData, item_ids: list[str], config: SasrecConfig
+) -> tuple[np.ndarray, dict[str, object]]:
+    from training.sasrec import train_sasrec
+
+    logger.info("training SASRec on the training split of %s for behavioural item embeddings", data.name)
+    trained = train_sasrec(data, config)
+    if trained.item_ids != item_ids:
+        raise AssertionError("SASRec item order differs from the catalog order")
+    info: dict[str, object] = {
+        "valid_recall@10": trained.best_valid_recall10,
+        "epochs": trained.epochs_run,
+        "wall_time_s": trained.wall_time_s,
+    }
+    return trained.item_embeddings(), info
 
 
 def tokenize_dataset(
     data: InteractionData, config: ItemTokenizerConfig, out_dir: Path, *, embed: EmbedFn = encode_texts
 ) -> tuple[Catalog, TokenizerReport]:
-    """Give every item of ``data`` a semantic ID; write ``catalog.json``, ``trie.npz`` and the report.
+    """Give every item of ``data`` a semantic ID; write ``catalog.json``, ``trie.npz``, the report
+    and, with ``config.align``, the codebooks the aligned token init needs.
 
     Items are in :func:`training.data.sort_item_ids` order, which is also the catalog order the
-    trie's leaves point into. Popularity is counted on the training part of each sequence only.
+    trie's leaves point into. Popularity and behavioural embeddings see the training part of
+    each sequence only.
     """
+    started = time.perf_counter()
     item_ids = sort_item_ids(data.items)
     if not item_ids:
         raise ValueError(f"dataset {data.name!r} has no items to tokenize")
-    texts = [data.items[i].text() for i in item_ids]
-    logger.info("embedding %d item texts of %s", len(texts), data.name)
-    start = time.perf_counter()
-    embeddings = np.asarray(embed(texts))
-    embed_time = time.perf_counter() - start
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(texts):
-        raise ValueError(f"embed returned shape {embeddings.shape} for {len(texts)} texts; expected [n, dim]")
-    logger.info(
-        "embedded %d items in %.1f s (%.0f items/s)",
-        len(texts),
-        embed_time,
-        len(texts) / max(embed_time, 1e-9),
-    )
+    for source in config.sources:
+        _, size = config.shape(source)
+        if size > len(item_ids):
+            field = "codebook_size" if source == SEMANTIC else "behavior_codebook_size"
+            raise ValueError(
+                f"{field}={size} asks for more codes than {data.name!r} has items ({len(item_ids)})"
+            )
+    embeddings: dict[str, np.ndarray] = {}
+    extra: dict[str, object] = {"dataset": data.name, "config": config.model_dump()}
+    embed_time = 0.0
+    if SEMANTIC in config.sources:
+        embeddings[SEMANTIC], embed_time = _semantic_embeddings(data, item_ids, embed)
+    if BEHAVIOR in config.sources:
+        embeddings[BEHAVIOR], extra["sasrec"] = _behavior_embeddings(data, item_ids, config.sasrec)
 
-    scheme, sids, report = build_semantic_ids(embeddings, config)
-    report = replace(
-        report, embed_time_s=embed_time, extra={"dataset": data.name, "config": config.model_dump()}
-    )
+    scheme, sids, report, codebooks = build_item_index(embeddings, config)
     popularity = train_item_counts(data)
     catalog = Catalog(
         scheme,
@@ -218,6 +348,15 @@ def tokenize_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     catalog.save(out_dir / CATALOG_FILE)
     CompiledTrie.build([item.sid for item in catalog]).save(out_dir / TRIE_FILE)
+    (out_dir / CODEBOOKS_FILE).unlink(missing_ok=True)
+    if config.align:
+        codebooks.save(out_dir / CODEBOOKS_FILE)
+    report = replace(
+        report,
+        embed_time_s=embed_time,
+        wall_time_s=time.perf_counter() - started,
+        extra={**report.extra, **extra},
+    )
     (out_dir / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     logger.info("wrote %s, %s and %s to %s", CATALOG_FILE, TRIE_FILE, REPORT_FILE, out_dir)
     return catalog, report

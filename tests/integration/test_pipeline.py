@@ -118,6 +118,23 @@ def test_vllm_agrees_with_the_transformers_reference(engine: Recommender, bundle
         assert [i.score for i in got] == pytest.approx([i.score for i in ref], abs=2e-3)
 
 
+def test_vllm_matches_transformers_generate_beam_search(engine: Recommender, bundle: ArtifactBundle) -> None:
+    """The served top-K equals HF ``generate(num_beams=K)`` with the trie callback, scores included."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from model.hf_generate import TokenTrie, hf_generate_topk
+
+    model = AutoModelForCausalLM.from_pretrained(str(bundle.model_dir), dtype=torch.float32).eval()
+    token_trie = TokenTrie.of_bundle(bundle)
+    histories = list(catalog_histories(bundle))[3:6]
+    for history, got in zip(histories, engine.recommend(histories, K), strict=True):
+        prompt = engine.prompts.encode(history)  # type: ignore[attr-defined]
+        generated = hf_generate_topk(model, token_trie, prompt, K)
+        assert [i.item_id for i in got] == [bundle.catalog.at(g.item_index).item_id for g in generated]
+        assert [i.score for i in got] == pytest.approx([g.score for g in generated], abs=2e-3)
+
+
 def test_batch_interface_skips_unknown_items(
     engine: Recommender, bundle: ArtifactBundle, tmp_path: Path
 ) -> None:

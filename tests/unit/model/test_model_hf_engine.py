@@ -13,6 +13,7 @@ from model_test_helpers import make_catalog
 from model.bundle import CATALOG, MODEL_DIR, TRIE, ArtifactBundle, load_bundle, write_manifest
 from model.catalog import Catalog
 from model.hf_engine import HFChildScorer, hf_recommender
+from model.hf_generate import TokenTrie, hf_generate_topk
 from model.prompts import next_item_prompt
 from model.search import LiveRows
 from model.topk import ConstrainedRecommender, PromptSettings
@@ -162,3 +163,27 @@ def test_prompt_settings_come_from_the_manifest_unless_given(bundle: ArtifactBun
 def test_k_above_the_beam_width_is_refused(recommender: ConstrainedRecommender) -> None:
     with pytest.raises(ValueError, match="exceeds the engine's beam width"):
         recommender.recommend([["i1"]], k=NUM_ITEMS + 1)
+
+
+@pytest.mark.parametrize("beam_width", [NUM_ITEMS, 5, 2])
+def test_matches_transformers_generate_beam_search(
+    bundle: ArtifactBundle, model: torch.nn.Module, beam_width: int
+) -> None:
+    """Our level-synchronous search equals HF's own ``generate(num_beams=W)`` with the trie callback:
+    the same items in the same order with the same scores, exhaustive (W = catalog) or pruned."""
+    ours = hf_recommender(bundle, beam_width=beam_width)
+    token_trie = TokenTrie.of_bundle(bundle)
+    for history, row in zip(HISTORIES, ours.recommend(HISTORIES, k=beam_width), strict=True):
+        generated = hf_generate_topk(model, token_trie, ours.prompts.encode(history), beam_width)
+        assert [bundle.catalog.at(g.item_index).item_id for g in generated] == [i.item_id for i in row]
+        np.testing.assert_allclose([g.score for g in generated], [i.score for i in row], atol=1e-4)
+
+
+def test_token_trie_walks_the_compiled_trie(bundle: ArtifactBundle) -> None:
+    token_trie = TokenTrie.of_bundle(bundle)
+    table = sid_token_table(bundle.model_dir, bundle.catalog.scheme)
+    for index, item in enumerate(bundle.catalog):
+        tokens = [int(table[level, code]) for level, code in enumerate(item.sid)]
+        assert token_trie.item_index(tokens) == index
+        assert token_trie.item_index(tokens[:-1]) == PAD  # a prefix is no item
+    assert token_trie.walk([10**6]) == PAD

@@ -1,4 +1,5 @@
-"""Residual k-means semantic IDs: determinism, uniqueness, scheme fit, and the written catalog + trie."""
+"""Residual k-means semantic IDs from one or two sources: determinism, uniqueness, scheme fit, errors,
+and the written catalog + trie + codebooks."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ from training.item_tokenizer import (
     TRIE_FILE,
     ItemTokenizerConfig,
     add_disambiguation_level,
+    build_item_index,
     build_semantic_ids,
     collision_rate,
     residual_kmeans,
     tokenize_dataset,
 )
+from training.sasrec import SasrecConfig
+from training.sid_alignment import CODEBOOKS_FILE, SidCodebooks
 from training.synthetic import generate_synthetic
 
 
@@ -109,10 +113,20 @@ def test_build_semantic_ids_unique_and_fit_scheme() -> None:
     assert again == sids
 
 
-def test_small_catalog_shrinks_codebook() -> None:
-    scheme, sids, _ = build_semantic_ids(clustered(10), ItemTokenizerConfig(levels=2, codebook_size=256))
-    assert scheme.codebook_sizes[:2] == (10, 10)
-    assert len(set(sids)) == 10
+def test_more_codes_than_items_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"codebook_size=256 asks for more codes than the catalog has items \(10\)"
+    ):
+        build_semantic_ids(clustered(10), ItemTokenizerConfig(levels=2, codebook_size=256))
+    data = load_lcrec(generate_synthetic(tmp_path / "data", num_users=10, num_items=20, num_categories=2))
+
+    def never(texts: Sequence[str]) -> np.ndarray:
+        raise AssertionError("the config is checked before any embedding work")
+
+    config = ItemTokenizerConfig(sources=("semantic", "behavior"), codebook_size=4, behavior_codebook_size=21)
+    with pytest.raises(ValueError, match="behavior_codebook_size=21 asks for more codes"):
+        tokenize_dataset(data, config, tmp_path / "out", embed=never)
+    assert not (tmp_path / "out").exists()
 
 
 def test_identical_embeddings_are_told_apart_by_the_last_level() -> None:
@@ -136,6 +150,64 @@ def test_config_validates() -> None:
         ItemTokenizerConfig(codebook_size=0)
     with pytest.raises(ValueError):
         ItemTokenizerConfig(levels=0)
+    with pytest.raises(ValueError, match="sources must be distinct names"):
+        ItemTokenizerConfig(sources=("semantic", "clicks"))
+    with pytest.raises(ValueError, match="sources must be distinct names"):
+        ItemTokenizerConfig(sources=("semantic", "semantic"))
+    with pytest.raises(ValueError, match="at least one"):
+        ItemTokenizerConfig(sources=())
+
+
+DUAL = ItemTokenizerConfig(
+    sources=("semantic", "behavior"), levels=2, codebook_size=8, behavior_levels=1, behavior_codebook_size=4
+)
+
+
+def test_dual_source_ids_concatenate_independently_quantized_sources() -> None:
+    text, behavior = clustered(300, dim=16, seed=0), clustered(300, dim=8, clusters=4, seed=1)
+    scheme, sids, report, codebooks = build_item_index({"semantic": text, "behavior": behavior}, DUAL)
+    codes = np.asarray(sids)
+    np.testing.assert_array_equal(codes[:, :2], residual_kmeans(text, 2, 8, DUAL.seed))
+    np.testing.assert_array_equal(codes[:, 2:3], residual_kmeans(behavior, 1, 4, DUAL.seed + 1000))
+    assert len(set(sids)) == 300
+    assert scheme.codebook_sizes[:3] == (8, 8, 4)
+    assert report.extra["level_sources"] == ["semantic", "semantic", "behavior", "disambiguation"]
+    assert report.collision_rate == pytest.approx(collision_rate(codes[:, :3]))
+    # A second source can only split prefixes that the first one shares.
+    assert report.collision_rate <= collision_rate(codes[:, :2])
+    assert [None if v is None else v.shape for v in codebooks.vectors] == [(8, 16), (8, 16), (4, 8), None]
+    again = build_item_index({"semantic": text, "behavior": behavior}, DUAL)
+    assert again[1] == sids
+
+
+def test_the_order_of_sources_is_the_order_of_codes() -> None:
+    text, behavior = clustered(120, dim=16, seed=0), clustered(120, dim=8, clusters=4, seed=1)
+    config = DUAL.model_copy(update={"sources": ("behavior", "semantic")})
+    scheme, sids, report, _ = build_item_index({"semantic": text, "behavior": behavior}, config)
+    assert scheme.codebook_sizes[:3] == (4, 8, 8)
+    assert report.extra["level_sources"][:3] == ["behavior", "semantic", "semantic"]
+    np.testing.assert_array_equal(np.asarray(sids)[:, :1], residual_kmeans(behavior, 1, 4, config.seed))
+
+
+def test_sources_must_embed_the_same_items() -> None:
+    with pytest.raises(ValueError, match="different numbers of items"):
+        build_item_index({"semantic": clustered(50), "behavior": clustered(40)}, DUAL)
+    with pytest.raises(ValueError, match=r"no embeddings for source\(s\) \['behavior'\]"):
+        build_item_index({"semantic": clustered(50)}, DUAL)
+
+
+def test_tokenize_dual_trains_sasrec_and_saves_codebooks(tmp_path: Path) -> None:
+    data = load_lcrec(generate_synthetic(tmp_path / "data", num_users=120, num_items=60, num_categories=4))
+    config = DUAL.model_copy(update={"sasrec": SasrecConfig(dim=16, epochs=2, valid_users=50)})
+    catalog, report = tokenize_dataset(data, config, tmp_path / "out", embed=fake_embed)
+    _check_artifacts(tmp_path / "out", catalog, data)
+    assert report.extra["sasrec"]["epochs"] >= 1  # type: ignore[index]
+    codebooks = SidCodebooks.load(tmp_path / "out" / CODEBOOKS_FILE)
+    assert codebooks.sources == ["semantic", "semantic", "behavior", "disambiguation"]
+    assert codebooks.vectors[2] is not None and codebooks.vectors[2].shape == (4, 16)
+    # Without alignment no codebooks are written (and a stale file is removed).
+    tokenize_dataset(data, config.model_copy(update={"align": False}), tmp_path / "out", embed=fake_embed)
+    assert not (tmp_path / "out" / CODEBOOKS_FILE).exists()
 
 
 def _check_artifacts(out: Path, catalog: Catalog, data: InteractionData) -> None:
@@ -174,7 +246,9 @@ def test_tokenize_dataset_writes_catalog_trie_and_report(tmp_path: Path) -> None
 def test_tokenize_dataset_rejects_a_bad_embedding(tmp_path: Path) -> None:
     data = load_lcrec(generate_synthetic(tmp_path / "data", num_users=10, num_items=20, num_categories=2))
     with pytest.raises(ValueError, match="embed returned shape"):
-        tokenize_dataset(data, ItemTokenizerConfig(), tmp_path / "out", embed=lambda texts: np.zeros((3, 4)))
+        tokenize_dataset(
+            data, ItemTokenizerConfig(codebook_size=4), tmp_path / "out", embed=lambda texts: np.zeros((3, 4))
+        )
 
 
 @pytest.mark.slow

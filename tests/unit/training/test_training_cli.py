@@ -3,6 +3,7 @@ error paths of tokenize, train, export and eval (each names the offending option
 
 from __future__ import annotations
 
+import json
 import shutil
 import zlib
 from collections.abc import Sequence
@@ -100,6 +101,49 @@ def test_tokenize_names_an_ambiguous_data_dir(tmp_path: Path) -> None:
     code, output = _run("tokenize", "--data", str(tmp_path), "--out", str(tmp_path / "tok"))
     assert code == 2
     assert _mentions(output, "--data", tmp_path, "A.inter.json, B.inter.json")
+
+
+def test_tokenize_reads_a_config_file_and_options_override_it(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("training.item_tokenizer.encode_texts", fake_embed)
+    config = tmp_path / "tok.json"
+    config.write_text(
+        '{"sources": ["semantic", "behavior"], "levels": 2, "codebook_size": 3,'
+        ' "behavior_codebook_size": 2, "sasrec": {"dim": 8, "epochs": 1}}'
+    )
+    code, output = _run(
+        "tokenize",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "tok"),
+        "--config",
+        str(config),
+        "--levels",
+        "1",
+    )
+    assert code == 0, output
+    report = json.loads((tmp_path / "tok" / "tokenizer_report.json").read_text())
+    assert report["codebook_sizes"][:2] == [3, 2]
+    assert report["extra"]["level_sources"] == ["semantic", "behavior", "disambiguation"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--sources", "semantic,clicks"], ["sources must be distinct names", "clicks"]),
+        (["--codebook-size", "99"], ["codebook_size=99 asks for more codes", "15"]),
+        (["--config", "/nonexistent.json"], ["Invalid value for --config", "/nonexistent.json"]),
+    ],
+)
+def test_tokenize_names_a_bad_setting(
+    data_dir: Path, tmp_path: Path, args: list[str], needles: list[str]
+) -> None:
+    code, output = _run("tokenize", "--data", str(data_dir), "--out", str(tmp_path / "tok"), *args)
+    assert code == 2
+    assert _mentions(output, *needles), output
+    assert not (tmp_path / "tok").exists()
 
 
 def test_train_needs_a_tokenizer_dir_with_a_catalog(data_dir: Path, tmp_path: Path) -> None:
