@@ -24,6 +24,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def _logging(
+    log_level: Annotated[str, typer.Option(envvar="LOG_LEVEL", help="DEBUG, INFO, WARNING, ...")] = "INFO",
+) -> None:
+    """Log lines (counts, rates, metrics) go to stderr; progress bars show long loops."""
+    service_cli.configure_logging(log_level)
+
+
 app.registered_commands.extend(training_cli.app.registered_commands)
 app.registered_commands.extend(c for c in service_cli.app.registered_commands if c.name != "precompute")
 

@@ -21,7 +21,7 @@ import logging
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -275,7 +275,7 @@ def build_item_index(
     return scheme, sids, report, SidCodebooks(codebooks, level_sources)
 
 
-def _semantic_embeddings(
+def semantic_embeddings(
     data: InteractionData, item_ids: list[str], embed: EmbedFn
 ) -> tuple[np.ndarray, float]:
     texts = [data.items[i].text() for i in item_ids]
@@ -289,7 +289,7 @@ def _semantic_embeddings(
     return embeddings, took
 
 
-def _behavior_embeddings(
+def behavior_embeddings(
     data: InteractionData, item_ids: list[str], config: SasrecConfig
 ) -> tuple[np.ndarray, dict[str, object]]:
     from training.sasrec import train_sasrec
@@ -299,7 +299,7 @@ def _behavior_embeddings(
     if trained.item_ids != item_ids:
         raise AssertionError("SASRec item order differs from the catalog order")
     info: dict[str, object] = {
-        "valid_recall@10": trained.best_valid_recall10,
+        "holdout_recall@10": trained.best_holdout_recall10,
         "epochs": trained.epochs_run,
         "wall_time_s": trained.wall_time_s,
     }
@@ -307,14 +307,20 @@ def _behavior_embeddings(
 
 
 def tokenize_dataset(
-    data: InteractionData, config: ItemTokenizerConfig, out_dir: Path, *, embed: EmbedFn = encode_texts
+    data: InteractionData,
+    config: ItemTokenizerConfig,
+    out_dir: Path,
+    *,
+    embed: EmbedFn = encode_texts,
+    precomputed: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Catalog, TokenizerReport]:
     """Give every item of ``data`` a semantic ID; write ``catalog.json``, ``trie.npz``, the report
     and, with ``config.align``, the codebooks the aligned token init needs.
 
     Items are in :func:`training.data.sort_item_ids` order, which is also the catalog order the
     trie's leaves point into. Popularity and behavioural embeddings see the training part of
-    each sequence only.
+    each sequence only. ``precomputed`` holds source vectors (in that order) already made, so a
+    sweep over index shapes embeds the text and trains SASRec once.
     """
     started = time.perf_counter()
     item_ids = sort_item_ids(data.items)
@@ -330,10 +336,13 @@ def tokenize_dataset(
     embeddings: dict[str, np.ndarray] = {}
     extra: dict[str, object] = {"dataset": data.name, "config": config.model_dump()}
     embed_time = 0.0
-    if SEMANTIC in config.sources:
-        embeddings[SEMANTIC], embed_time = _semantic_embeddings(data, item_ids, embed)
-    if BEHAVIOR in config.sources:
-        embeddings[BEHAVIOR], extra["sasrec"] = _behavior_embeddings(data, item_ids, config.sasrec)
+    for source in config.sources:
+        if precomputed is not None and source in precomputed:
+            embeddings[source] = np.asarray(precomputed[source])
+        elif source == SEMANTIC:
+            embeddings[source], embed_time = semantic_embeddings(data, item_ids, embed)
+        else:
+            embeddings[source], extra["sasrec"] = behavior_embeddings(data, item_ids, config.sasrec)
 
     scheme, sids, report, codebooks = build_item_index(embeddings, config)
     popularity = train_item_counts(data)

@@ -198,7 +198,7 @@ def test_sources_must_embed_the_same_items() -> None:
 
 def test_tokenize_dual_trains_sasrec_and_saves_codebooks(tmp_path: Path) -> None:
     data = load_lcrec(generate_synthetic(tmp_path / "data", num_users=120, num_items=60, num_categories=4))
-    config = DUAL.model_copy(update={"sasrec": SasrecConfig(dim=16, epochs=2, valid_users=50)})
+    config = DUAL.model_copy(update={"sasrec": SasrecConfig(dim=16, epochs=2, holdout_users=50)})
     catalog, report = tokenize_dataset(data, config, tmp_path / "out", embed=fake_embed)
     _check_artifacts(tmp_path / "out", catalog, data)
     assert report.extra["sasrec"]["epochs"] >= 1  # type: ignore[index]

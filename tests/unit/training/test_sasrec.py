@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from training.data import InteractionData, ItemText, load_lcrec
-from training.sasrec import SasrecConfig, train_sasrec, training_sequences
+from training.sasrec import SasrecConfig, holdout_split, train_sasrec, training_sequences
 from training.synthetic import generate_synthetic
 
-SMALL = SasrecConfig(dim=16, epochs=3, batch_size=32, valid_users=100, seed=0)
+SMALL = SasrecConfig(dim=16, epochs=3, batch_size=32, holdout_users=100, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,15 @@ def test_training_sequences_hold_out_the_validation_and_test_items() -> None:
     assert training_sequences(data) == [["1", "2", "3"]]
 
 
+def test_early_stopping_holds_out_the_last_training_item() -> None:
+    seqs = [["1", "2", "3", "4"], ["5", "6"], ["7", "8", "9"]]
+    train, held = holdout_split(seqs, users=5, rng=np.random.default_rng(0))
+    assert train == [["1", "2", "3"], ["5", "6"], ["7", "8"]]  # 2-item sequences are kept whole
+    assert [(e.history, e.target) for e in held] == [(("1", "2", "3"), "4"), (("7", "8"), "9")]
+    train, held = holdout_split(seqs, users=1, rng=np.random.default_rng(0))
+    assert len(held) == 1 and sum(map(len, train)) == sum(map(len, seqs)) - 1
+
+
 def test_same_seed_same_embeddings_other_seed_other_embeddings(data: InteractionData) -> None:
     a = train_sasrec(data, SMALL, progress=False).item_embeddings()
     b = train_sasrec(data, SMALL, progress=False).item_embeddings()
@@ -45,7 +54,7 @@ def test_learns_the_sequential_signal(data: InteractionData) -> None:
         data, SMALL.model_copy(update={"epochs": 20, "lr": 1e-2, "patience": 5}), progress=False
     )
     # Synthetic users stay mostly within a category: SASRec beats the most-popular list (0.215).
-    assert trained.best_valid_recall10 > 0.3
+    assert trained.best_holdout_recall10 > 0.3
     ranked = trained.rank([["1", "2", "3"], [], ["unknown"]], k=10)
     assert all(len(row) == len(set(row)) == 10 for row in ranked)
     assert all(item in data.items for row in ranked for item in row)
