@@ -1,8 +1,10 @@
-"""The HTTP face of the service: ``GET /recommend``, health probes and Prometheus metrics.
+"""The HTTP face of the service: recommendations, events, histories, items, health, metrics.
 
-The app owns the process-wide parts (one Redis client, one recommender) through its lifespan;
-everything request-shaped lives in ``RecommendService``. Errors always come back as
-``{"detail": "<message>"}`` so clients parse one shape.
+The API lives under ``/v1`` (also served unversioned, hidden from the schema, for old
+clients). The app owns the process-wide parts (one Redis client, one recommender) through its
+lifespan; everything request-shaped lives in ``RecommendService``. Errors always come back as
+``{"detail": "<message>"}`` so clients parse one shape. With ``API_KEY`` set, every API
+endpoint needs ``X-API-Key``; health probes and metrics stay open.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI evaluates endpoint annotations, and
@@ -10,29 +12,42 @@ everything request-shaped lives in ``RecommendService``. Errors always come back
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal, get_args
 
 import redis.asyncio as redis
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_fastapi_instrumentator import Instrumentator
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from model.recommender import Recommender
 from service.cache import RecommendationCache
 from service.history import HistoryStore
-from service.recommend import EngineTimeout, InvalidK, RecommendResult, RecommendService, Source
+from service.recommend import (
+    EngineTimeout,
+    Event,
+    EventsAccepted,
+    InvalidK,
+    RecommendResult,
+    RecommendService,
+    Source,
+    UnknownItems,
+)
 from service.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
 USER_ID_MAX_LEN = 256
+MAX_EVENTS = 1000
 METRICS_PATH = "/metrics"
+API_VERSION = "v1"
 
 
 class LiveStatus(BaseModel):
@@ -48,6 +63,35 @@ class ReadyStatus(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class HistoryItem(BaseModel):
+    item_id: str
+    title: str | None  # None for an id the current catalog no longer has
+
+
+class UserHistory(BaseModel):
+    user_id: str
+    items: list[HistoryItem]
+
+
+class ItemInfo(BaseModel):
+    item_id: str
+    title: str
+    semantic_id: str
+    popularity: int
+
+
+class EventBatch(BaseModel):
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class Unauthorized(Exception):
+    """The request lacks the configured API key."""
+
+
+class ModelNotLoaded(Exception):
+    """Startup has not finished loading the model (or failed to)."""
 
 
 def _error(status_code: int, detail: str) -> JSONResponse:
@@ -83,6 +127,7 @@ def create_app(
     )
     for source in get_args(Source):
         served.labels(source=source)
+    recorded = Counter("genrec_events", "Interactions accepted by POST /events", registry=registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,20 +192,100 @@ def create_app(
         logger.error("Redis error: %r", exc)
         return _error(503, f"Redis unavailable: {exc}")
 
-    k_help = f"list length, 1..{settings.max_k} (default {settings.default_k})"
+    @app.exception_handler(UnknownItems)
+    async def on_unknown_items(_: Request, exc: UnknownItems) -> JSONResponse:
+        return _error(422, str(exc))
 
-    @app.get("/recommend", response_model=RecommendResult, responses={422: {"model": ErrorBody}})
-    async def recommend(
-        request: Request,
-        user_id: Annotated[str, Query(min_length=1, max_length=USER_ID_MAX_LEN, description="the user")],
-        k: Annotated[int | None, Query(description=k_help)] = None,
-    ) -> RecommendResult | JSONResponse:
+    @app.exception_handler(Unauthorized)
+    async def on_unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return _error(401, str(exc))
+
+    api_key_header = APIKeyHeader(
+        name="X-API-Key", auto_error=False, description="needed when API_KEY is set"
+    )
+
+    async def check_api_key(key: Annotated[str | None, Depends(api_key_header)]) -> None:
+        expected = settings.api_key
+        if expected is not None and (key is None or not secrets.compare_digest(key, expected)):
+            raise Unauthorized("missing or wrong X-API-Key header")
+
+    def service_of(request: Request) -> RecommendService:
         service: RecommendService | None = request.app.state.service
         if service is None:
-            return _error(503, "the model is not loaded")
-        result = await service.recommend(user_id, settings.default_k if k is None else k)
+            raise ModelNotLoaded()
+        return service
+
+    @app.exception_handler(ModelNotLoaded)
+    async def on_not_loaded(_: Request, exc: ModelNotLoaded) -> JSONResponse:
+        return _error(503, "the model is not loaded")
+
+    Service = Annotated[RecommendService, Depends(service_of)]
+    UserId = Annotated[str, Query(min_length=1, max_length=USER_ID_MAX_LEN, description="the user")]
+    errors: dict[int | str, dict[str, object]] = {
+        status: {"model": ErrorBody} for status in (401, 422, 503, 504)
+    }
+    api = APIRouter(dependencies=[Depends(check_api_key)], responses=errors)
+    k_help = f"list length, 1..{settings.max_k} (default {settings.default_k})"
+
+    @api.get("/recommend", response_model=RecommendResult)
+    async def recommend(
+        service: Service,
+        user_id: UserId,
+        k: Annotated[int | None, Query(description=k_help)] = None,
+        exclude_seen: Annotated[
+            bool, Query(description="leave out items already in the user's history")
+        ] = True,
+    ) -> RecommendResult:
+        """The user's top-k: ``source`` says whether it came from the cache, the model or the
+        popularity fallback (users without usable history)."""
+        result = await service.recommend(
+            user_id, settings.default_k if k is None else k, exclude_seen=exclude_seen
+        )
         served.labels(source=result.source).inc()
         return result
+
+    @api.post("/events", response_model=EventsAccepted)
+    async def events(
+        service: Service,
+        batch: Annotated[EventBatch, Body(description=f"1..{MAX_EVENTS} interactions")],
+    ) -> EventsAccepted:
+        """Append interactions to the users' histories and invalidate their cached lists, all or
+        nothing: any unknown item id rejects the request with 422 naming it."""
+        accepted = await service.record_events(batch.events)
+        recorded.inc(accepted.accepted)
+        return accepted
+
+    @api.get("/users/{user_id}/history", response_model=UserHistory)
+    async def user_history(
+        service: Service,
+        user_id: Annotated[str, Path(min_length=1, max_length=USER_ID_MAX_LEN)],
+        limit: Annotated[int, Query(ge=1, le=1000, description="most recent items")] = 50,
+    ) -> UserHistory:
+        """The user's stored history, oldest first (empty for an unknown user)."""
+        ids = await service.history.get(user_id, limit)
+        items = [
+            HistoryItem(item_id=i, title=(service.catalog.get(i).title if i in service.catalog else None))
+            for i in ids
+        ]
+        return UserHistory(user_id=user_id, items=items)
+
+    @api.get("/items/{item_id}", response_model=ItemInfo, responses={404: {"model": ErrorBody}})
+    async def item(
+        service: Service, item_id: Annotated[str, Path(min_length=1, max_length=256)]
+    ) -> ItemInfo | JSONResponse:
+        """A catalog item: title, semantic ID and training-split popularity."""
+        found = service.catalog.get(item_id)
+        if found is None:
+            return _error(404, f"item {item_id!r} is not in the catalog of model {service.model_version}")
+        return ItemInfo(
+            item_id=found.item_id,
+            title=found.title,
+            semantic_id=service.catalog.scheme.format(found.sid),
+            popularity=found.popularity,
+        )
+
+    app.include_router(api, prefix=f"/{API_VERSION}")
+    app.include_router(api, include_in_schema=False)  # the unversioned paths of earlier releases
 
     @app.get("/health/live", response_model=LiveStatus)
     async def live() -> LiveStatus:

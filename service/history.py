@@ -47,16 +47,32 @@ class HistoryStore:
                     pipe.rpush(key, *kept)
             await pipe.execute()
 
-    async def append(self, user_id: str, item_ids: Sequence[str]) -> None:
-        """Record new interactions (oldest first), trimming to ``max_len`` when set."""
-        if not item_ids:
+    async def append_many(
+        self, new_items: Mapping[str, Sequence[str]], *, delete_keys: Sequence[str] = ()
+    ) -> None:
+        """Append to many users' histories and delete ``delete_keys`` (their now-stale cached
+        lists) in one MULTI: either every write lands or none does."""
+        if not new_items:
             return
-        key = history_key(user_id)
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *item_ids)
-            if self._max_len:
-                pipe.ltrim(key, -self._max_len, -1)
+            for user_id, item_ids in new_items.items():
+                if not item_ids:
+                    continue
+                key = history_key(user_id)
+                pipe.rpush(key, *item_ids)
+                if self._max_len:
+                    pipe.ltrim(key, -self._max_len, -1)
+            if delete_keys:
+                pipe.delete(*delete_keys)
             await pipe.execute()
+
+    async def append(self, user_id: str, item_ids: Sequence[str]) -> None:
+        """Record new interactions of one user (oldest first), trimming to ``max_len`` when set."""
+        await self.append_many({user_id: item_ids})
+
+    async def get_all(self, user_id: str) -> list[str]:
+        """Everything the store keeps for the user, oldest first."""
+        return [_text(item) for item in await self._client.lrange(history_key(user_id), 0, -1)]
 
 
 def _text(value: bytes | str) -> str:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from typing import Literal
 
 import anyio
 import anyio.to_thread
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from model.catalog import Catalog
 from model.recommender import Recommender, ScoredItem
@@ -47,6 +48,29 @@ class InvalidK(ValueError):
     """``k`` is outside 1..max_k (the cache holds max_k items per user)."""
 
 
+class UnknownItems(ValueError):
+    """Events name items the catalog does not have; nothing of the request was recorded."""
+
+    def __init__(self, item_ids: Sequence[str]) -> None:
+        self.item_ids = list(item_ids)
+        shown = ", ".join(repr(i) for i in self.item_ids[:20])
+        more = f" and {len(self.item_ids) - 20} more" if len(self.item_ids) > 20 else ""
+        super().__init__(f"unknown item id(s): {shown}{more}; no event of this request was recorded")
+
+
+class Event(BaseModel):
+    """One interaction: ``user_id`` got ``item_id`` (at ``ts``, seconds since the epoch, if given)."""
+
+    user_id: str = Field(min_length=1, max_length=256)
+    item_id: str = Field(min_length=1, max_length=256)
+    ts: float | None = None
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    users: int
+
+
 class EngineTimeout(RuntimeError):
     """The model did not answer within ``engine_timeout_s``."""
 
@@ -60,6 +84,10 @@ def usable_history(history: Sequence[str], catalog: Catalog, history_len: int) -
     recent = list(history)[-history_len:] if history_len > 0 else []
     known = [item_id for item_id in recent if item_id in catalog]
     return known, len(recent) - len(known)
+
+
+def _unseen(items: Sequence[ScoredItem], seen: set[str]) -> list[ScoredItem]:
+    return [item for item in items if item.item_id not in seen] if seen else list(items)
 
 
 class ModelRunner:
@@ -117,27 +145,54 @@ class RecommendService:
         if not 1 <= k <= self.settings.max_k:
             raise InvalidK(f"k must be between 1 and {self.settings.max_k}, got {k}")
 
-    async def recommend(self, user_id: str, k: int) -> RecommendResult:
-        """Top-``k`` for ``user_id``; raises InvalidK, EngineTimeout, or redis errors."""
-        self.check_k(k)
-        cached = await self.cache.get(user_id)
-        if cached is not None:
-            return self._result(user_id, "cache", cached[:k])
+    async def recommend(self, user_id: str, k: int, *, exclude_seen: bool = True) -> RecommendResult:
+        """Top-``k`` for ``user_id``; raises InvalidK, EngineTimeout, or redis errors.
 
-        history = await self.history.get(user_id, self.settings.history_len)
+        With ``exclude_seen`` items already in the user's history are left out, so the list can
+        be shorter than ``k`` when the history overlaps the cached top-``max_k``.
+        """
+        self.check_k(k)
+        history: list[str] | None = None
+        if exclude_seen:  # both reads at once: the cache-hit path stays one network wait
+            history, cached = await asyncio.gather(self.history.get_all(user_id), self.cache.get(user_id))
+        else:
+            cached = await self.cache.get(user_id)
+        seen = set(history or ())
+        if cached is not None:
+            return self._result(user_id, "cache", _unseen(cached, seen)[:k])
+
+        if history is None:
+            history = await self.history.get(user_id, self.settings.history_len)
         known, skipped = usable_history(history, self.catalog, self.settings.history_len)
         if skipped:
             logger.info("user %s: skipped %d history item(s) unknown to the catalog", user_id, skipped)
         if not known:
             popular = [
                 ScoredItem(item_id=item.item_id, score=float(item.popularity))
-                for item in self.catalog.most_popular(k)
+                for item in self.catalog.most_popular(k + len(seen))
             ]
-            return self._result(user_id, "fallback", popular)
+            return self._result(user_id, "fallback", _unseen(popular, seen)[:k])
 
         [top] = await self.runner.run([known], self.settings.max_k)
         await self.cache.put(user_id, top)
-        return self._result(user_id, "model", top[:k])
+        return self._result(user_id, "model", _unseen(top, seen)[:k])
+
+    async def record_events(self, events: Sequence[Event]) -> EventsAccepted:
+        """Append the events to their users' histories and drop those users' cached lists, in one
+        transaction; all-or-nothing: any unknown item rejects the whole request (UnknownItems).
+
+        Per user, events with a timestamp are ordered by it, events without keep request order
+        after them.
+        """
+        unknown = sorted({e.item_id for e in events if e.item_id not in self.catalog})
+        if unknown:
+            raise UnknownItems(unknown)
+        per_user: dict[str, list[str]] = {}
+        ordered = sorted(events, key=lambda e: math.inf if e.ts is None else e.ts)  # stable
+        for event in ordered:
+            per_user.setdefault(event.user_id, []).append(event.item_id)
+        await self.history.append_many(per_user, delete_keys=[self.cache.key(u) for u in per_user])
+        return EventsAccepted(accepted=len(events), users=len(per_user))
 
     def _result(self, user_id: str, source: Source, items: Sequence[ScoredItem]) -> RecommendResult:
         rendered: list[RecommendedItem] = []

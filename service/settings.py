@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=2.0, gt=0)
     engine_timeout_s: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
+    # When set, every endpoint but health and metrics needs header X-API-Key with this value.
+    api_key: str | None = None
 
     # Engine knobs, passed through to model.vllm_engine.EngineConfig; None = the device's default
     # (CPU: 16 users per batch, all cores, eager; GPU: 256 users per batch, compiled).

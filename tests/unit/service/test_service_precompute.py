@@ -89,7 +89,7 @@ async def test_precomputed_lists_are_served_from_cache_and_match_on_demand(
     # A miss recomputed on demand from the stored history gives the same list.
     await cache.invalidate("u7")
     service = RecommendService(recommender, cache, history, settings)
-    fresh = await service.recommend("u7", settings.max_k)
+    fresh = await service.recommend("u7", settings.max_k, exclude_seen=False)
     assert fresh.source == "model"
     assert [i.item_id for i in fresh.items] == [
         s.item_id for s in recommender.rank(users[7][1], settings.max_k)

@@ -19,7 +19,7 @@ async def test_miss_runs_the_model_then_hits_the_cache(
     service: RecommendService, history: HistoryStore, recommender: HashRecommender, settings: Settings
 ) -> None:
     await history.set_many({"u1": ["i1", "i2", "i3"]})
-    first = await service.recommend("u1", 10)
+    first = await service.recommend("u1", 10, exclude_seen=False)
     assert first.source == "model"
     assert first.model_version == recommender.model_version
     assert [item.item_id for item in first.items] == [
@@ -27,7 +27,7 @@ async def test_miss_runs_the_model_then_hits_the_cache(
     ]
     assert recommender.calls == [[["i1", "i2", "i3"]]]
 
-    second = await service.recommend("u1", 10)
+    second = await service.recommend("u1", 10, exclude_seen=False)
     assert second.source == "cache"
     assert second.items == first.items
     assert len(recommender.calls) == 1  # served without the model
@@ -37,10 +37,10 @@ async def test_cache_holds_max_k_and_requests_slice_it(
     service: RecommendService, history: HistoryStore, cache: RecommendationCache, settings: Settings
 ) -> None:
     await history.set_many({"u1": ["i4"]})
-    three = await service.recommend("u1", 3)
+    three = await service.recommend("u1", 3, exclude_seen=False)
     cached = await cache.get("u1")
     assert cached is not None and len(cached) == settings.max_k
-    full = await service.recommend("u1", settings.max_k)
+    full = await service.recommend("u1", settings.max_k, exclude_seen=False)
     assert full.source == "cache"
     assert len(full.items) == settings.max_k
     assert full.items[:3] == three.items

@@ -1,0 +1,137 @@
+"""The v1 API over ASGI on the real Redis: events, histories, items, exclude_seen, the API key."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from service_fakes import HashRecommender, open_client
+
+from service.app import create_app
+from service.cache import RecommendationCache
+from service.history import HistoryStore
+from service.settings import Settings
+
+
+async def test_events_append_history_and_invalidate_the_cached_list(
+    client: httpx.AsyncClient, history: HistoryStore, cache: RecommendationCache
+) -> None:
+    await history.set_many({"u1": ["i1"]})
+    first = (await client.get("/v1/recommend", params={"user_id": "u1"})).json()
+    assert first["source"] == "model"
+    assert await cache.get("u1") is not None
+
+    events = [
+        {"user_id": "u1", "item_id": "i4", "ts": 20.0},
+        {"user_id": "u1", "item_id": "i3", "ts": 10.0},
+        {"user_id": "u2", "item_id": "i7"},
+    ]
+    response = await client.post("/v1/events", json={"events": events})
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 3, "users": 2}
+    assert await history.get_all("u1") == ["i1", "i3", "i4"]  # ordered by ts
+    assert await history.get_all("u2") == ["i7"]
+    assert await cache.get("u1") is None  # the stale list is gone
+
+    again = (await client.get("/v1/recommend", params={"user_id": "u1"})).json()
+    assert again["source"] == "model"
+    assert again["items"] != first["items"]
+
+
+async def test_unknown_items_reject_the_whole_batch_and_record_nothing(
+    client: httpx.AsyncClient, history: HistoryStore
+) -> None:
+    events = [{"user_id": "u1", "item_id": "i2"}, {"user_id": "u1", "item_id": "nope"}]
+    response = await client.post("/v1/events", json={"events": events})
+    assert response.status_code == 422
+    assert "unknown item id(s): 'nope'" in response.json()["detail"]
+    assert await history.get_all("u1") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"events": []}, "events: List should have at least 1 item"),
+        ({"events": [{"user_id": "", "item_id": "i1"}]}, "events.0.user_id: String should have at least 1"),
+        ({"events": [{"user_id": "u1"}]}, "events.0.item_id: Field required"),
+        ({"events": [{"user_id": "u1", "item_id": "i1", "ts": "yesterday"}]}, "events.0.ts"),
+        ({}, "events: Field required"),
+    ],
+)
+async def test_bad_event_bodies_are_422_with_a_message(
+    client: httpx.AsyncClient, body: dict[str, object], message: str
+) -> None:
+    response = await client.post("/v1/events", json=body)
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+
+
+async def test_recommend_excludes_seen_items_unless_asked_not_to(
+    client: httpx.AsyncClient, history: HistoryStore
+) -> None:
+    top = (await client.get("/v1/recommend", params={"user_id": "u9", "k": 5, "exclude_seen": False})).json()
+    assert top["source"] == "fallback"
+    seen = [item["item_id"] for item in top["items"][:2]]
+    await history.set_many({"u9": seen})
+    for source in ("model", "cache"):
+        body = (await client.get("/v1/recommend", params={"user_id": "u9", "k": 20})).json()
+        assert body["source"] == source
+        ids = [item["item_id"] for item in body["items"]]
+        assert not set(ids) & set(seen)
+    with_seen = (
+        await client.get("/v1/recommend", params={"user_id": "u9", "k": 20, "exclude_seen": False})
+    ).json()
+    assert len(with_seen["items"]) == 20
+    # The fallback skips seen items too and still returns k: i0 is older than the history
+    # window (5 items, none in the catalog), so the model has nothing to go on.
+    await history.set_many({"u8": ["i0", *(f"retired{n}" for n in range(5))]})
+    fallback = (await client.get("/v1/recommend", params={"user_id": "u8", "k": 3})).json()
+    assert fallback["source"] == "fallback"
+    assert [item["item_id"] for item in fallback["items"]] == ["i1", "i2", "i3"]
+
+
+async def test_user_history_and_items(client: httpx.AsyncClient, history: HistoryStore) -> None:
+    await history.set_many({"u1": ["i3", "retired", "i5"]})
+    body = (await client.get("/v1/users/u1/history")).json()
+    assert body == {
+        "user_id": "u1",
+        "items": [
+            {"item_id": "i3", "title": "Item 3"},
+            {"item_id": "retired", "title": None},
+            {"item_id": "i5", "title": "Item 5"},
+        ],
+    }
+    assert (await client.get("/v1/users/u1/history", params={"limit": 1})).json()["items"] == [
+        {"item_id": "i5", "title": "Item 5"}
+    ]
+    assert (await client.get("/v1/users/nobody/history")).json()["items"] == []
+
+    item = (await client.get("/v1/items/i9")).json()
+    assert item == {"item_id": "i9", "title": "Item 9", "semantic_id": "<a_1><b_0><c_1>", "popularity": 91}
+    missing = await client.get("/v1/items/nope")
+    assert missing.status_code == 404
+    assert "'nope' is not in the catalog" in missing.json()["detail"]
+
+
+async def test_unversioned_paths_still_answer_but_only_v1_is_documented(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/recommend", params={"user_id": "x"})).status_code == 200
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert {"/v1/recommend", "/v1/events", "/v1/users/{user_id}/history", "/v1/items/{item_id}"} <= set(paths)
+    assert "/recommend" not in paths
+
+
+async def test_api_key_guards_the_api_but_not_health_or_metrics(
+    settings: Settings, recommender: HashRecommender
+) -> None:
+    guarded = settings.model_copy(update={"api_key": "s3cret"})
+    async with open_client(create_app(guarded, recommender)) as http:
+        for headers in ({}, {"X-API-Key": "wrong"}):
+            response = await http.get("/v1/recommend", params={"user_id": "u1"}, headers=headers)
+            assert response.status_code == 401
+            assert response.json() == {"detail": "missing or wrong X-API-Key header"}
+        ok = await http.get("/v1/recommend", params={"user_id": "u1"}, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        posted = await http.post("/v1/events", json={"events": [{"user_id": "u", "item_id": "i1"}]})
+        assert posted.status_code == 401
+        assert (await http.get("/health/live")).status_code == 200
+        assert (await http.get("/health/ready")).status_code == 200
+        assert (await http.get("/metrics")).status_code == 200
