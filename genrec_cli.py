@@ -53,7 +53,8 @@ def recommend_batch(
 ) -> None:
     """Top-K for every user of a histories file, through the serving engine."""
     from model.bundle import BundleError, load_bundle
-    from model.vllm_engine import EngineConfig, VllmRecommender
+    from model.engine_config import EngineConfig
+    from model.vllm_engine import VllmRecommender
     from service.batch import recommend_to_jsonl
 
     logging.basicConfig(level=logging.INFO, format=service_cli.LOG_FORMAT)

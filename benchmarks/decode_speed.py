@@ -114,7 +114,8 @@ def time_engine(
     # The engine core runs in this process so the processor's time can be measured.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from model.bundle import load_bundle
-    from model.vllm_engine import EngineConfig, VllmRecommender
+    from model.engine_config import EngineConfig
+    from model.vllm_engine import VllmRecommender
     from model.vllm_processor import TrieLogitsProcessor
 
     spent = {"mask": 0.0}
@@ -155,8 +156,9 @@ def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) ->
     from vllm.sampling_params import BeamSearchParams
 
     from model.bundle import load_bundle
+    from model.engine_config import EngineConfig
     from model.hf_generate import TokenTrie
-    from model.vllm_engine import EngineConfig, build_llm, shutdown_llm
+    from model.vllm_engine import build_llm, shutdown_llm
     from model.vllm_processor import NODE_KEY, TrieLogitsProcessor
 
     class PromptTailTrieProcessor(TrieLogitsProcessor):

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
@@ -128,6 +128,12 @@ def create_app(
     for source in get_args(Source):
         served.labels(source=source)
     recorded = Counter("genrec_events", "Interactions accepted by POST /events", registry=registry)
+    batch_sizes = Histogram(
+        "genrec_engine_batch_size",
+        "Users per engine call on the miss path (concurrent misses are batched)",
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        registry=registry,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -155,6 +161,7 @@ def create_app(
             cache = RecommendationCache(client, model.model_version, settings.cache_ttl_s)
             history = HistoryStore(client)
             app.state.service = RecommendService(model, cache, history, settings)
+            app.state.service.runner.on_batch = batch_sizes.observe
             logger.info(
                 "genrec started: model %s, %d catalog items, max_k %d, cache TTL %ds",
                 model.model_version,

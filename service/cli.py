@@ -159,7 +159,7 @@ def serve_until_stopped(
 
     ready = (
         f"genrec is serving on http://{settings.host}:{settings.port} — try: "
-        f"curl 'http://localhost:{settings.port}/recommend?user_id={user_id}&k={settings.default_k}'"
+        f"curl 'http://localhost:{settings.port}/v1/recommend?user_id={user_id}&k={settings.default_k}'"
     )
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(

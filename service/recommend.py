@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import anyio
@@ -91,30 +91,73 @@ def _unseen(items: Sequence[ScoredItem], seen: set[str]) -> list[ScoredItem]:
 
 
 class ModelRunner:
-    """Runs the blocking, non-thread-safe recommender off the event loop, one call at a time.
+    """Runs the blocking, non-thread-safe recommender off the event loop, one engine call at a time,
+    micro-batching concurrent requests and coalescing identical ones.
 
-    The asyncio lock keeps waiting requests on the loop rather than in the thread pool; the
-    thread lock guarantees a call abandoned on timeout still finishes before the next starts.
+    Requests that arrive while the engine is busy wait in ``pending``; when it frees up, they all
+    go in ONE engine call (up to ``max_batch``), which is how a constrained beam search is cheap
+    per user. Concurrent requests with the same (history, k) share one pending entry, so a burst
+    of misses for one user costs one generation. A caller that times out gets EngineTimeout; the
+    engine call it was part of still finishes and serves the others.
     """
 
-    def __init__(self, recommender: Recommender, timeout_s: float | None) -> None:
+    def __init__(self, recommender: Recommender, timeout_s: float | None, max_batch: int = 64) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.recommender = recommender
         self.timeout_s = timeout_s
-        self._async_lock = asyncio.Lock()
-        self._thread_lock = threading.Lock()
+        self.max_batch = max_batch
+        self.on_batch: Callable[[int], None] | None = None  # observer: size of each engine call
+        self._pending: dict[tuple[tuple[str, ...], int], asyncio.Future[list[ScoredItem]]] = {}
+        self._engine_lock = asyncio.Lock()
+        self._drains: set[asyncio.Task[None]] = set()
+        self._thread_lock = threading.Lock()  # a call abandoned by its caller still ends before the next
 
     def _call(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
         with self._thread_lock:
             return self.recommender.recommend(histories, k)
 
     async def run(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
-        """``recommender.recommend(histories, k)`` in a worker thread; EngineTimeout past the deadline."""
+        """``recommender.recommend(histories, k)``, batched with whatever else is waiting."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for history in histories:
+            key = (tuple(history), k)
+            future = self._pending.get(key)
+            if future is None or future.done():
+                future = self._pending[key] = loop.create_future()
+                drain = loop.create_task(self._drain())
+                self._drains.add(drain)  # the loop keeps only weak references to tasks
+                drain.add_done_callback(self._drains.discard)
+            futures.append(future)
         try:
             with anyio.fail_after(self.timeout_s):
-                async with self._async_lock:
-                    return await anyio.to_thread.run_sync(self._call, histories, k, abandon_on_cancel=True)
+                return list(await asyncio.gather(*(asyncio.shield(f) for f in futures)))
         except TimeoutError as exc:
             raise EngineTimeout(f"the model did not answer within {self.timeout_s}s") from exc
+
+    async def _drain(self) -> None:
+        """Take up to ``max_batch`` pending requests of one k and run them as one engine call."""
+        async with self._engine_lock:
+            waiting = [(key, f) for key, f in self._pending.items() if not f.done()]
+            if not waiting:
+                return
+            k = waiting[0][0][1]
+            batch = [(key, f) for key, f in waiting if key[1] == k][: self.max_batch]
+            for key, _ in batch:
+                del self._pending[key]
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
+            try:
+                results = await anyio.to_thread.run_sync(self._call, [key[0] for key, _ in batch], k)
+            except Exception as exc:  # every waiter of this call learns why
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
 
 class RecommendService:
@@ -135,7 +178,9 @@ class RecommendService:
         self.cache = cache
         self.history = history
         self.settings = settings
-        self.runner = runner or ModelRunner(recommender, settings.engine_timeout_s)
+        self.runner = runner or ModelRunner(
+            recommender, settings.engine_timeout_s, max_batch=settings.engine_config().max_batch or 1
+        )
 
     @property
     def model_version(self) -> str:

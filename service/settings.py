@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.engine_config import EngineConfig
+
 
 class Settings(BaseSettings):
     """Every knob of the online side. Env names are the field names, case-insensitive, no prefix."""
@@ -50,6 +52,20 @@ class Settings(BaseSettings):
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
         return self
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's configuration, device defaults resolved."""
+        return EngineConfig(
+            beam_width=self.beam_width,
+            max_batch=self.engine_max_batch,
+            threads=self.engine_threads,
+            kv_cache_gb=self.engine_kv_cache_gb,
+            gpu_memory_utilization=self.engine_gpu_memory_utilization,
+            max_prompt_tokens=self.engine_max_prompt_tokens,
+            history_len=self.history_len,
+            device=self.engine_device,
+            compile=self.engine_compile,
+        ).resolved()
 
     @property
     def beam_width(self) -> int:

@@ -238,7 +238,8 @@ def eval_command(
 
         recommender = hf_recommender(bundle, beam_width=k)
     elif engine == "vllm":
-        from model.vllm_engine import EngineConfig, VllmRecommender
+        from model.engine_config import EngineConfig
+        from model.vllm_engine import VllmRecommender
 
         recommender = VllmRecommender(bundle, EngineConfig(beam_width=k, max_batch=batch_size))
     else:

@@ -6,13 +6,15 @@ import os
 
 import pytest
 
+from model import engine_config
+from model.engine_config import EngineConfig
+
 vllm_engine = pytest.importorskip("model.vllm_engine")
-EngineConfig = vllm_engine.EngineConfig
 
 
 def test_cpu_defaults_use_every_core_eagerly() -> None:
     config = EngineConfig().resolved()
-    assert config.max_batch == vllm_engine.CPU_MAX_BATCH
+    assert config.max_batch == engine_config.CPU_MAX_BATCH
     assert config.threads == len(os.sched_getaffinity(0))
     assert config.block_size == 32
     assert config.compile is False
@@ -20,7 +22,7 @@ def test_cpu_defaults_use_every_core_eagerly() -> None:
 
 def test_gpu_defaults_batch_wide_and_compile() -> None:
     config = EngineConfig(device="cuda").resolved()
-    assert config.max_batch == vllm_engine.GPU_MAX_BATCH
+    assert config.max_batch == engine_config.GPU_MAX_BATCH
     assert config.block_size == 16
     assert config.compile is True
     assert config.threads is None

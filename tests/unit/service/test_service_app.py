@@ -78,6 +78,7 @@ async def test_metrics_count_sources(client: httpx.AsyncClient, history: History
     assert 'genrec_recommendations_total{source="model"} 1.0' in text
     assert 'genrec_recommendations_total{source="cache"} 1.0' in text
     assert 'genrec_recommendations_total{source="fallback"} 1.0' in text
+    assert "genrec_engine_batch_size_count 1.0" in text
     assert "http_requests_total" in text
 
 
