@@ -94,11 +94,11 @@ class ModelRunner:
     """Runs the blocking, non-thread-safe recommender off the event loop, one engine call at a time,
     micro-batching concurrent requests and coalescing identical ones.
 
-    Requests that arrive while the engine is busy wait in ``pending``; when it frees up, they all
+    Requests that arrive while the engine is busy wait in a queue; when it frees up, they all
     go in ONE engine call (up to ``max_batch``), which is how a constrained beam search is cheap
-    per user. Concurrent requests with the same (history, k) share one pending entry, so a burst
-    of misses for one user costs one generation. A caller that times out gets EngineTimeout; the
-    engine call it was part of still finishes and serves the others.
+    per user. Concurrent requests with the same (history, k) share one answer, queued or already
+    being computed, so a burst of misses for one user costs one generation. A caller that times
+    out gets EngineTimeout; the engine call it was part of still finishes and serves the others.
     """
 
     def __init__(self, recommender: Recommender, timeout_s: float | None, max_batch: int = 64) -> None:
@@ -108,7 +108,10 @@ class ModelRunner:
         self.timeout_s = timeout_s
         self.max_batch = max_batch
         self.on_batch: Callable[[int], None] | None = None  # observer: size of each engine call
-        self._pending: dict[tuple[tuple[str, ...], int], asyncio.Future[list[ScoredItem]]] = {}
+        # Unanswered requests by (history, k): queued or in the running engine call. Only the
+        # queued ones are in ``_queue``, in arrival order.
+        self._unanswered: dict[tuple[tuple[str, ...], int], asyncio.Future[list[ScoredItem]]] = {}
+        self._queue: dict[tuple[tuple[str, ...], int], asyncio.Future[list[ScoredItem]]] = {}
         self._engine_lock = asyncio.Lock()
         self._drains: set[asyncio.Task[None]] = set()
         self._thread_lock = threading.Lock()  # a call abandoned by its caller still ends before the next
@@ -123,9 +126,10 @@ class ModelRunner:
         futures = []
         for history in histories:
             key = (tuple(history), k)
-            future = self._pending.get(key)
+            future = self._unanswered.get(key)
             if future is None or future.done():
-                future = self._pending[key] = loop.create_future()
+                future = self._unanswered[key] = self._queue[key] = loop.create_future()
+                future.add_done_callback(lambda f, key=key: self._forget(key, f))
                 drain = loop.create_task(self._drain())
                 self._drains.add(drain)  # the loop keeps only weak references to tasks
                 drain.add_done_callback(self._drains.discard)
@@ -136,16 +140,19 @@ class ModelRunner:
         except TimeoutError as exc:
             raise EngineTimeout(f"the model did not answer within {self.timeout_s}s") from exc
 
+    def _forget(self, key: tuple[tuple[str, ...], int], future: asyncio.Future[list[ScoredItem]]) -> None:
+        if self._unanswered.get(key) is future:
+            del self._unanswered[key]
+
     async def _drain(self) -> None:
-        """Take up to ``max_batch`` pending requests of one k and run them as one engine call."""
+        """Take up to ``max_batch`` queued requests of one k and run them as one engine call."""
         async with self._engine_lock:
-            waiting = [(key, f) for key, f in self._pending.items() if not f.done()]
-            if not waiting:
+            if not self._queue:
                 return
-            k = waiting[0][0][1]
-            batch = [(key, f) for key, f in waiting if key[1] == k][: self.max_batch]
+            k = next(iter(self._queue))[1]
+            batch = [(key, f) for key, f in self._queue.items() if key[1] == k][: self.max_batch]
             for key, _ in batch:
-                del self._pending[key]
+                del self._queue[key]
             if self.on_batch is not None:
                 self.on_batch(len(batch))
             try:
