@@ -33,6 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.results_file import emit  # noqa: E402
+
 DATASET = (
     Path(os.environ.get("GENREC_DATASETS", REPO.parent / "shared" / "datasets")) / "amazon2014_beauty_p5order"
 )
@@ -360,10 +362,7 @@ def main() -> None:
         },
         "command": " ".join(["python benchmarks/decode_speed.py", *sys.argv[1:]]),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

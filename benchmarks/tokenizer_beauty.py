@@ -22,6 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.results_file import emit  # noqa: E402
+
 DATASET = (
     Path(os.environ.get("GENREC_DATASETS", REPO.parent / "shared" / "datasets")) / "amazon2014_beauty_p5order"
 )
@@ -92,10 +94,7 @@ def main() -> None:
     result["shared"] = {"text_embedding_s": embed_s, "sasrec": sasrec, "embeddings_s": shared_s}
     result["config"] = {"dataset": data.name, "items": len(item_ids), "configs": "benchmarks/configs/"}
     result["command"] = " ".join(["python benchmarks/tokenizer_beauty.py", *sys.argv[1:]])
-    text_out = json.dumps(result, indent=2)
-    print(text_out)
-    args.result.parent.mkdir(parents=True, exist_ok=True)
-    args.result.write_text(text_out + "\n")
+    emit(result, args.result)
 
 
 if __name__ == "__main__":

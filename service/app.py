@@ -13,7 +13,7 @@ endpoint needs ``X-API-Key``; health probes and metrics stay open.
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal, get_args
 
@@ -185,10 +185,6 @@ def create_app(
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, _validation_message(exc))
 
-    @app.exception_handler(InvalidK)
-    async def on_invalid_k(_: Request, exc: InvalidK) -> JSONResponse:
-        return _error(422, str(exc))
-
     @app.exception_handler(EngineTimeout)
     async def on_engine_timeout(_: Request, exc: EngineTimeout) -> JSONResponse:
         logger.error("%s", exc)
@@ -199,13 +195,14 @@ def create_app(
         logger.error("Redis error: %r", exc)
         return _error(503, f"Redis unavailable: {exc}")
 
-    @app.exception_handler(UnknownItems)
-    async def on_unknown_items(_: Request, exc: UnknownItems) -> JSONResponse:
-        return _error(422, str(exc))
+    def reply_with(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handler(_: Request, exc: Exception) -> JSONResponse:
+            return _error(status, str(exc))
 
-    @app.exception_handler(Unauthorized)
-    async def on_unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        return _error(401, str(exc))
+        return handler
+
+    for error, status in ((InvalidK, 422), (UnknownItems, 422), (Unauthorized, 401), (ModelNotLoaded, 503)):
+        app.add_exception_handler(error, reply_with(status))
 
     api_key_header = APIKeyHeader(
         name="X-API-Key", auto_error=False, description="needed when API_KEY is set"
@@ -219,12 +216,8 @@ def create_app(
     def service_of(request: Request) -> RecommendService:
         service: RecommendService | None = request.app.state.service
         if service is None:
-            raise ModelNotLoaded()
+            raise ModelNotLoaded("the model is not loaded")
         return service
-
-    @app.exception_handler(ModelNotLoaded)
-    async def on_not_loaded(_: Request, exc: ModelNotLoaded) -> JSONResponse:
-        return _error(503, "the model is not loaded")
 
     Service = Annotated[RecommendService, Depends(service_of)]
     UserId = Annotated[str, Query(min_length=1, max_length=USER_ID_MAX_LEN, description="the user")]
