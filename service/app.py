@@ -25,7 +25,11 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, Field
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model.recommender import Recommender
 from service.cache import RecommendationCache
@@ -142,11 +146,7 @@ def create_app(
                 "REDIS_URL is not set: point it at a Redis server, or use `genrec serve`, "
                 "which starts an embedded one"
             )
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-        )
+        client = redis_client(settings.redis_url, settings.redis_timeout_s)
         app.state.redis = client
         app.state.service = None
         owned: Recommender | None = None  # loaded here, so stopped here
@@ -311,6 +311,20 @@ def create_app(
         app, endpoint=METRICS_PATH, include_in_schema=False
     )
     return app
+
+
+def redis_client(url: str, timeout_s: float) -> redis.Redis:
+    """A client that retries a failed command once after a short backoff and reconnects on its
+    own once Redis is back; bounded by ``timeout_s`` per attempt, so a dead Redis costs a
+    request at most ~2 timeouts, never a hang."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
 
 
 async def _ping(client: redis.Redis, timeout_s: float) -> str:

@@ -19,6 +19,7 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 from model.catalog import Catalog
 from model.recommender import Recommender, ScoredItem
@@ -42,6 +43,8 @@ class RecommendResult(BaseModel):
     model_version: str
     source: Source
     items: list[RecommendedItem]
+    # Why a user with history got the popularity fallback (Redis or the model unavailable).
+    degraded: str | None = None
 
 
 class InvalidK(ValueError):
@@ -198,36 +201,55 @@ class RecommendService:
             raise InvalidK(f"k must be between 1 and {self.settings.max_k}, got {k}")
 
     async def recommend(self, user_id: str, k: int, *, exclude_seen: bool = True) -> RecommendResult:
-        """Top-``k`` for ``user_id``; raises InvalidK, EngineTimeout, or redis errors.
+        """Top-``k`` for ``user_id``; raises only InvalidK.
 
         With ``exclude_seen`` items already in the user's history are left out, so the list can
-        be shorter than ``k`` when the history overlaps the cached top-``max_k``.
+        be shorter than ``k`` when the history overlaps the cached top-``max_k``. When Redis or
+        the model fails, the answer is the popularity fallback with ``degraded`` saying why:
+        a recommendation service should bend, not break.
         """
         self.check_k(k)
-        history: list[str] | None = None
-        if exclude_seen:  # both reads at once: the cache-hit path stays one network wait
-            history, cached = await asyncio.gather(self.history.get_all(user_id), self.cache.get(user_id))
-        else:
-            cached = await self.cache.get(user_id)
-        seen = set(history or ())
+        try:
+            history, cached = await self._read(user_id, exclude_seen)
+        except RedisError as exc:
+            logger.warning("Redis unavailable (%r): popular items for user %s", exc, user_id)
+            return self._popular(user_id, k, set(), degraded=f"Redis unavailable: {exc}")
+        seen = set(history) if exclude_seen else set()
         if cached is not None:
             return self._result(user_id, "cache", _unseen(cached, seen)[:k])
 
-        if history is None:
-            history = await self.history.get(user_id, self.settings.history_len)
         known, skipped = usable_history(history, self.catalog, self.settings.history_len)
         if skipped:
             logger.info("user %s: skipped %d history item(s) unknown to the catalog", user_id, skipped)
         if not known:
-            popular = [
-                ScoredItem(item_id=item.item_id, score=float(item.popularity))
-                for item in self.catalog.most_popular(k + len(seen))
-            ]
-            return self._result(user_id, "fallback", _unseen(popular, seen)[:k])
-
-        [top] = await self.runner.run([known], self.settings.max_k)
-        await self.cache.put(user_id, top)
+            return self._popular(user_id, k, seen)
+        try:
+            [top] = await self.runner.run([known], self.settings.max_k)
+        except Exception as exc:  # a timeout or a failed engine call: answer anyway
+            logger.error("model unavailable for user %s: %s", user_id, exc)
+            return self._popular(user_id, k, seen, degraded=f"model unavailable: {exc}")
+        try:
+            await self.cache.put(user_id, top)
+        except RedisError as exc:
+            logger.warning("could not cache the list of user %s: %r", user_id, exc)
         return self._result(user_id, "model", _unseen(top, seen)[:k])
+
+    async def _read(self, user_id: str, whole_history: bool) -> tuple[list[str], list[ScoredItem] | None]:
+        """The user's history (all of it, or the model's window) and cached list, in one network wait."""
+        history_read = (
+            self.history.get_all(user_id)
+            if whole_history
+            else self.history.get(user_id, self.settings.history_len)
+        )
+        history, cached = await asyncio.gather(history_read, self.cache.get(user_id))
+        return history, cached
+
+    def _popular(self, user_id: str, k: int, seen: set[str], degraded: str | None = None) -> RecommendResult:
+        popular = [
+            ScoredItem(item_id=item.item_id, score=float(item.popularity))
+            for item in self.catalog.most_popular(k + len(seen))
+        ]
+        return self._result(user_id, "fallback", _unseen(popular, seen)[:k], degraded=degraded)
 
     async def record_events(self, events: Sequence[Event]) -> EventsAccepted:
         """Append the events to their users' histories and drop those users' cached lists, in one
@@ -246,7 +268,9 @@ class RecommendService:
         await self.history.append_many(per_user, delete_keys=[self.cache.key(u) for u in per_user])
         return EventsAccepted(accepted=len(events), users=len(per_user))
 
-    def _result(self, user_id: str, source: Source, items: Sequence[ScoredItem]) -> RecommendResult:
+    def _result(
+        self, user_id: str, source: Source, items: Sequence[ScoredItem], degraded: str | None = None
+    ) -> RecommendResult:
         rendered: list[RecommendedItem] = []
         for scored in items:
             item = self.catalog.get(scored.item_id)
@@ -255,4 +279,6 @@ class RecommendService:
                 continue
             rendered.append(RecommendedItem(item_id=item.item_id, title=item.title, score=scored.score))
         version = self.model_version
-        return RecommendResult(user_id=user_id, model_version=version, source=source, items=rendered)
+        return RecommendResult(
+            user_id=user_id, model_version=version, source=source, items=rendered, degraded=degraded
+        )

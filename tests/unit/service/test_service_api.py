@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from service_fakes import HashRecommender, open_client
@@ -9,6 +11,7 @@ from service_fakes import HashRecommender, open_client
 from service.app import create_app
 from service.cache import RecommendationCache
 from service.history import HistoryStore
+from service.redis_server import EmbeddedRedis
 from service.settings import Settings
 
 
@@ -135,3 +138,53 @@ async def test_api_key_guards_the_api_but_not_health_or_metrics(
         assert (await http.get("/health/live")).status_code == 200
         assert (await http.get("/health/ready")).status_code == 200
         assert (await http.get("/metrics")).status_code == 200
+
+
+async def test_a_crashed_engine_degrades_to_the_fallback(
+    settings: Settings, history: HistoryStore, recommender: HashRecommender
+) -> None:
+    class Crashing(HashRecommender):
+        def recommend(self, histories, k):  # type: ignore[no-untyped-def]
+            raise RuntimeError("CUDA error: device lost")
+
+    async with open_client(create_app(settings, Crashing(recommender.catalog))) as http:
+        await history.set_many({"u1": ["i0", "i1"]})
+        body = (await http.get("/v1/recommend", params={"user_id": "u1", "k": 3})).json()
+        assert body["source"] == "fallback"
+        assert body["degraded"] == "model unavailable: CUDA error: device lost"
+        assert [item["item_id"] for item in body["items"]] == ["i2", "i3", "i4"]  # seen ones skipped
+
+
+async def test_redis_restart_mid_traffic_degrades_then_recovers(recommender: HashRecommender) -> None:
+    """A real Redis killed and restarted on the same port under steady traffic: no request fails,
+    the outage shows as fallback answers and readiness, and service resumes on its own."""
+    server = EmbeddedRedis()
+    url = server.start()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    settings = Settings(redis_url=url, redis_timeout_s=0.5, max_k=20, default_k=5)
+    try:
+        async with open_client(create_app(settings, recommender)) as http:
+            posted = await http.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i3"}]})
+            assert posted.status_code == 200
+
+            async def sources(n: int) -> list[str]:
+                out = []
+                for _ in range(n):
+                    response = await http.get("/v1/recommend", params={"user_id": "u1"})
+                    assert response.status_code == 200
+                    out.append(response.json()["source"])
+                return out
+
+            assert await sources(3) == ["model", "cache", "cache"]
+            server.stop()
+            assert set(await sources(3)) == {"fallback"}
+            assert (await http.get("/health/ready")).status_code == 503
+            server.start(port)  # an empty Redis: the history written before is gone with it
+            await asyncio.sleep(0.1)
+            assert (await http.get("/health/ready")).status_code == 200
+            assert set(await sources(2)) == {"fallback"}  # no history yet: the ordinary cold start
+            posted = await http.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i3"}]})
+            assert posted.status_code == 200
+            assert await sources(2) == ["model", "cache"]
+    finally:
+        server.stop()

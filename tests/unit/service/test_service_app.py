@@ -92,9 +92,15 @@ async def test_unreachable_redis_is_not_ready(recommender: HashRecommender) -> N
         assert body["status"] == "not ready"
         assert body["redis"].startswith("error")
         assert body["model"] == "ok"
-        response = await http.get("/recommend", params={"user_id": "u1"})
-        assert response.status_code == 503
-        assert response.json()["detail"].startswith("Redis unavailable")
+        response = await http.get("/recommend", params={"user_id": "u1", "k": 3})
+        assert response.status_code == 200  # degraded, not down
+        body = response.json()
+        assert body["source"] == "fallback"
+        assert body["degraded"].startswith("Redis unavailable")
+        assert [item["item_id"] for item in body["items"]] == ["i0", "i1", "i2"]
+        events = await http.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i1"}]})
+        assert events.status_code == 503  # refused, so the client knows to retry: nothing is lost
+        assert events.json()["detail"].startswith("Redis unavailable")
 
 
 async def test_missing_redis_url_fails_startup_clearly(recommender: HashRecommender) -> None:
