@@ -161,15 +161,22 @@ def test_precompute_then_recommend_over_http(
     with TestClient(create_app(settings, engine)) as client:
         assert client.get("/health/ready").status_code == 200
         cached_user = users[0][0]
-        body = client.get("/recommend", params={"user_id": cached_user, "k": K}).json()
+        whole = {"user_id": cached_user, "k": K, "exclude_seen": False}
+        body = client.get("/v1/recommend", params=whole).json()
         assert body["source"] == "cache"
         assert body["model_version"] == "it1"
         _assert_valid_topk([item["item_id"] for item in body["items"]], bundle, K)
         assert all(item["title"] == bundle.catalog[item["item_id"]].title for item in body["items"])
+        # By default the items the user already has are left out of the same cached list.
+        unseen = client.get("/v1/recommend", params={"user_id": cached_user, "k": K}).json()["items"]
+        history = set(users[0][1])
+        assert [i["item_id"] for i in unseen] == [
+            i["item_id"] for i in body["items"] if i["item_id"] not in history
+        ]
 
         # A known user whose list expired is recomputed on demand from the stored history.
         asyncio.run(_delete_topk(settings.redis_url, bundle.version, cached_user))
-        again = client.get("/recommend", params={"user_id": cached_user, "k": 5}).json()
+        again = client.get("/v1/recommend", params={**whole, "k": 5}).json()
         assert again["source"] == "model"
         assert [i["item_id"] for i in again["items"]] == [i["item_id"] for i in body["items"]][:5]
 

@@ -1,0 +1,258 @@
+"""Serving load on the cache-hit path: ``GET /v1/recommend`` against a bare endpoint doing one Redis GET.
+
+Both servers run side by side as single uvicorn worker processes on the same real Redis (the
+embedded one), filled with every Beauty user's history and a cached top-20. The genrec server
+is the real app (API key off, ``exclude_seen`` on, the default) with a recommender that fails
+if called: a cache hit must never touch the engine. The bare server is the floor: a FastAPI
+endpoint that GETs the same key and returns it. Load comes from this process at concurrency
+8 and 64, the two servers alternating, and the result goes to
+``benchmarks/results/serve_load.json``: requests/s and p50/p99 latency per server and the
+ratio genrec/bare.
+
+    python benchmarks/serve_load.py                 # ~2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.results_file import emit  # noqa: E402
+
+DATASET = (
+    Path(os.environ.get("GENREC_DATASETS", REPO.parent / "shared" / "datasets")) / "amazon2014_beauty_p5order"
+)
+RESULT = REPO / "benchmarks" / "results" / "serve_load.json"
+MODEL_VERSION = "serve-load"
+K = 20
+
+logger = logging.getLogger("serve_load")
+
+
+def beauty_catalog(data_dir: Path):  # type: ignore[no-untyped-def]
+    """Beauty's real items and training popularity; the IDs are positional (the cache path never
+    reads them)."""
+    from model.catalog import Catalog, CatalogItem
+    from model.semantic_id import SidScheme
+    from training.data import load_lcrec, sort_item_ids, train_item_counts
+
+    data = load_lcrec(data_dir)
+    popularity = train_item_counts(data)
+    items = [
+        CatalogItem(item_id=i, title=data.items[i].title, sid=(n // 256, n % 256), popularity=popularity[i])
+        for n, i in enumerate(sort_item_ids(data.items))
+    ]
+    return Catalog(SidScheme((-(-len(items) // 256), 256)), items), data
+
+
+class CacheOnly:
+    """A recommender for the cache-hit benchmark: any engine call is a bug in the cache path."""
+
+    def __init__(self, catalog) -> None:  # type: ignore[no-untyped-def]
+        self.catalog = catalog
+        self.model_version = MODEL_VERSION
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the cache-hit benchmark reached the engine")
+
+
+def genrec_app():  # type: ignore[no-untyped-def]
+    """uvicorn factory: the real app on REDIS_URL with the Beauty catalog."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    catalog, _ = beauty_catalog(Path(os.environ["GENREC_BENCH_DATA"]))
+    return create_app(Settings(max_k=K, default_k=10), CacheOnly(catalog))
+
+
+def bare_app():  # type: ignore[no-untyped-def]
+    """uvicorn factory: the floor, one Redis GET per request and the stored JSON returned as is."""
+    from typing import Annotated
+
+    import redis.asyncio as redis
+    from fastapi import FastAPI, Query, Response
+
+    from service.cache import topk_key
+
+    app = FastAPI()
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+
+    @app.get("/v1/recommend")
+    async def recommend(user_id: Annotated[str, Query(min_length=1)]) -> Response:
+        raw = await client.get(topk_key(MODEL_VERSION, user_id))
+        return Response(raw or b"[]", media_type="application/json")
+
+    return app
+
+
+async def fill_redis(url: str, data_dir: Path) -> list[str]:
+    """Every user's history and a cached top-K (most popular items not yet seen)."""
+    import redis.asyncio as redis
+
+    from model.recommender import ScoredItem
+    from service.cache import RecommendationCache
+    from service.history import HistoryStore
+
+    catalog, data = beauty_catalog(data_dir)
+    client = redis.Redis.from_url(url)
+    popular = [item.item_id for item in catalog.most_popular(K + 60)]
+    lists = {}
+    for user, seq in data.sequences.items():
+        seen = set(seq)
+        top = [i for i in popular if i not in seen][:K]
+        lists[user] = [ScoredItem(item_id=i, score=-0.1 * rank) for rank, i in enumerate(top)]
+    await HistoryStore(client).set_many(data.sequences)
+    await RecommendationCache(client, MODEL_VERSION, ttl_s=86400).put_many(lists)
+    await client.aclose()
+    return list(data.sequences)
+
+
+def start_server(factory: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"benchmarks.serve_load:{factory}",
+            "--factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=REPO,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+    )
+
+
+async def wait_ready(port: int, timeout_s: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                if (
+                    await client.get(f"http://127.0.0.1:{port}/v1/recommend", params={"user_id": "x"})
+                ).status_code:
+                    return
+            except httpx.TransportError:
+                await asyncio.sleep(0.5)
+    raise RuntimeError(f"server on port {port} did not start within {timeout_s}s")
+
+
+async def load(
+    port: int, users: list[str], concurrency: int, seconds: float, check_source: bool
+) -> dict[str, float]:
+    """``concurrency`` workers, each sending one request after another for ``seconds``."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    rng = random.Random(concurrency)
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=10) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                response = await client.get("/v1/recommend", params={"user_id": rng.choice(users), "k": 10})
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200 or (check_source and response.json()["source"] != "cache"):
+                    errors += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "rps": len(latencies) / wall,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+        "requests": len(latencies),
+        "errors": errors,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    from service.redis_server import EmbeddedRedis, free_port
+
+    with EmbeddedRedis() as url:
+        users = await fill_redis(url, args.data)
+        logger.info("Redis filled: %d users with history and a cached top-%d", len(users), K)
+        ports = {"genrec": free_port(), "bare": free_port()}
+        env = {"REDIS_URL": url, "GENREC_BENCH_DATA": str(args.data), "LOG_LEVEL": "WARNING"}
+        servers = [start_server(f"{name}_app", port, env) for name, port in ports.items()]
+        try:
+            for port in ports.values():
+                await wait_ready(port)
+            report: dict[str, object] = {}
+            for concurrency in (8, 64):
+                rounds: dict[str, list[dict[str, float]]] = {"genrec": [], "bare": []}
+                for _ in range(args.rounds):
+                    for name, port in ports.items():
+                        result = await load(
+                            port, users, concurrency, args.seconds, check_source=name == "genrec"
+                        )
+                        if result["errors"]:
+                            raise RuntimeError(f"{name} at c={concurrency}: {result['errors']} bad responses")
+                        rounds[name].append(result)
+                        logger.info(
+                            "%s c=%d: %.0f req/s, p99 %.1f ms",
+                            name,
+                            concurrency,
+                            result["rps"],
+                            result["p99_ms"],
+                        )
+                row = {
+                    f"{name}_{metric}": statistics.median(r[metric] for r in results)
+                    for name, results in rounds.items()
+                    for metric in ("rps", "p50_ms", "p99_ms")
+                }
+                row["ratio_rps"] = row["genrec_rps"] / row["bare_rps"]
+                report[f"c{concurrency}"] = row
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait(timeout=30)
+    report["config"] = {
+        "users": len(users),
+        "k": 10,
+        "rounds": args.rounds,
+        "seconds_per_run": args.seconds,
+        "cpu_count": os.cpu_count(),
+        "servers": "one uvicorn worker each; load generator in a third process",
+    }
+    report["command"] = " ".join(["python benchmarks/serve_load.py", *sys.argv[1:]])
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DATASET)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per server and concurrency")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    emit(asyncio.run(run(args)), args.out)
+
+
+if __name__ == "__main__":
+    main()
