@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
 
 from model.recommender import ScoredItem
 
@@ -46,9 +47,19 @@ class RecommendationCache:
     def key(self, user_id: str) -> str:
         return topk_key(self.model_version, user_id)
 
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
     async def get(self, user_id: str) -> list[ScoredItem] | None:
         """The cached list, or None on a miss (or an unreadable entry, which is dropped)."""
-        raw = await self._client.get(self.key(user_id))
+        return await self.parse(user_id, await self._client.get(self.key(user_id)))
+
+    def queue_get(self, pipe: Pipeline, user_id: str) -> None:
+        """Add the read of ``get`` to a pipeline; ``parse`` its reply."""
+        pipe.get(self.key(user_id))
+
+    async def parse(self, user_id: str, raw: bytes | str | None) -> list[ScoredItem] | None:
         if raw is None:
             return None
         try:

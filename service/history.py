@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
 
 HISTORY_KEY = "genrec:hist:{user_id}"
 
@@ -31,8 +32,11 @@ class HistoryStore:
         """The last ``limit`` item ids of the user (oldest first); [] for an unknown user."""
         if limit < 1:
             return []
-        raw = await self._client.lrange(history_key(user_id), -limit, -1)
-        return [_text(item) for item in raw]
+        return parse_items(await self._client.lrange(history_key(user_id), -limit, -1))
+
+    def queue_get(self, pipe: Pipeline, user_id: str, limit: int | None) -> None:
+        """Add the read of the last ``limit`` items (None: all) to a pipeline; ``parse_items`` its reply."""
+        pipe.lrange(history_key(user_id), -limit if limit else 0, -1)
 
     async def set_many(self, histories: Mapping[str, Sequence[str]]) -> None:
         """Replace the histories of many users in one round trip (an atomic MULTI per call)."""
@@ -72,7 +76,11 @@ class HistoryStore:
 
     async def get_all(self, user_id: str) -> list[str]:
         """Everything the store keeps for the user, oldest first."""
-        return [_text(item) for item in await self._client.lrange(history_key(user_id), 0, -1)]
+        return parse_items(await self._client.lrange(history_key(user_id), 0, -1))
+
+
+def parse_items(raw: Sequence[bytes | str]) -> list[str]:
+    return [_text(item) for item in raw]
 
 
 def _text(value: bytes | str) -> str:

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from model.catalog import Catalog
 from model.recommender import Recommender, ScoredItem
 from service.cache import RecommendationCache
-from service.history import HistoryStore
+from service.history import HistoryStore, parse_items
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -235,14 +235,13 @@ class RecommendService:
         return self._result(user_id, "model", _unseen(top, seen)[:k])
 
     async def _read(self, user_id: str, whole_history: bool) -> tuple[list[str], list[ScoredItem] | None]:
-        """The user's history (all of it, or the model's window) and cached list, in one network wait."""
-        history_read = (
-            self.history.get_all(user_id)
-            if whole_history
-            else self.history.get(user_id, self.settings.history_len)
-        )
-        history, cached = await asyncio.gather(history_read, self.cache.get(user_id))
-        return history, cached
+        """The user's history (all of it, or the model's window) and cached list in ONE round trip
+        on one connection: the cache-hit path costs what a single GET costs."""
+        async with self.cache.client.pipeline(transaction=False) as pipe:
+            self.history.queue_get(pipe, user_id, None if whole_history else self.settings.history_len)
+            self.cache.queue_get(pipe, user_id)
+            raw_history, raw_cached = await pipe.execute()
+        return parse_items(raw_history), await self.cache.parse(user_id, raw_cached)
 
     def _popular(self, user_id: str, k: int, seen: set[str], degraded: str | None = None) -> RecommendResult:
         popular = [

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     precompute_batch_size: int = Field(default=64, ge=1)
     redis_timeout_s: float = Field(default=2.0, gt=0)
+    redis_max_connections: int = Field(default=256, ge=1)
     engine_timeout_s: float = Field(default=60.0, gt=0)
     log_level: str = "INFO"
     # When set, every endpoint but health and metrics needs header X-API-Key with this value.
