@@ -33,13 +33,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.results_file import emit  # noqa: E402
+from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
 
-DATASET = (
-    Path(os.environ.get("GENREC_DATASETS", REPO.parent / "shared" / "datasets")) / "amazon2014_beauty_p5order"
-)
+DATASET = BEAUTY
 CACHE = REPO / "benchmarks" / ".cache"
-RESULT = REPO / "benchmarks" / "results" / "decode_speed.json"
+RESULT = RESULTS / "decode_speed.json"
 
 logger = logging.getLogger("decode_speed")
 

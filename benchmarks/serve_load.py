@@ -30,12 +30,10 @@ from fastapi import Response
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.results_file import emit  # noqa: E402
+from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
 
-DATASET = (
-    Path(os.environ.get("GENREC_DATASETS", REPO.parent / "shared" / "datasets")) / "amazon2014_beauty_p5order"
-)
-RESULT = REPO / "benchmarks" / "results" / "serve_load.json"
+DATASET = BEAUTY
+RESULT = RESULTS / "serve_load.json"
 MODEL_VERSION = "serve-load"
 K = 20
 

@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.results_file import emit  # noqa: E402
+from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
 
-DATASET = (
-    Path(os.environ.get("GENREC_DATASETS", REPO.parent / "shared" / "datasets")) / "amazon2014_beauty_p5order"
-)
+DATASET = BEAUTY
 CONFIGS = REPO / "benchmarks" / "configs"
-RESULT = REPO / "benchmarks" / "results" / "tokenizer_beauty.json"
+RESULT = RESULTS / "tokenizer_beauty.json"
 VARIANTS = ("semantic", "behavior", "dual")
 
 logger = logging.getLogger("tokenizer_beauty")

@@ -1,9 +1,15 @@
-"""How every benchmark reports: the JSON printed, and written where the results are committed."""
+"""What every benchmark shares: where the data is read and how results are reported."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("GENREC_DATASETS", REPO.parent / "shared" / "datasets"))
+BEAUTY = DATASETS / "amazon2014_beauty_p5order"
+RESULTS = REPO / "benchmarks" / "results"
 
 
 def emit(report: dict[str, object], path: Path) -> None:
