@@ -35,7 +35,6 @@ from model.recommender import Recommender
 from service.cache import RecommendationCache
 from service.history import HistoryStore
 from service.recommend import (
-    EngineTimeout,
     Event,
     EventsAccepted,
     InvalidK,
@@ -208,11 +207,6 @@ def create_app(
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, _validation_message(exc))
 
-    @app.exception_handler(EngineTimeout)
-    async def on_engine_timeout(_: Request, exc: EngineTimeout) -> JSONResponse:
-        logger.error("%s", exc)
-        return _error(504, str(exc))
-
     @app.exception_handler(RedisError)
     async def on_redis_error(_: Request, exc: RedisError) -> JSONResponse:
         logger.error("Redis error: %r", exc)
@@ -243,9 +237,7 @@ def create_app(
         return service
 
     Service = Annotated[RecommendService, Depends(service_of)]
-    errors: dict[int | str, dict[str, object]] = {
-        status: {"model": ErrorBody} for status in (401, 422, 503, 504)
-    }
+    errors: dict[int | str, dict[str, object]] = {status: {"model": ErrorBody} for status in (401, 422, 503)}
     # No key configured: no dependency at all (every dependency costs the hot path time).
     guard = [Depends(check_api_key)] if settings.api_key is not None else []
     api = APIRouter(dependencies=guard, responses=errors)
