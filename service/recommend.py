@@ -270,14 +270,23 @@ class RecommendService:
     def _result(
         self, user_id: str, source: Source, items: Sequence[ScoredItem], degraded: str | None = None
     ) -> RecommendResult:
+        # Built without re-validation: every value comes from the catalog or the engine (or a
+        # cache entry that parsed), and this runs on every cache hit.
         rendered: list[RecommendedItem] = []
         for scored in items:
             item = self.catalog.get(scored.item_id)
             if item is None:  # a cached list from a catalog this model version should not have
                 logger.warning("user %s: dropping item %r unknown to the catalog", user_id, scored.item_id)
                 continue
-            rendered.append(RecommendedItem(item_id=item.item_id, title=item.title, score=scored.score))
-        version = self.model_version
-        return RecommendResult(
-            user_id=user_id, model_version=version, source=source, items=rendered, degraded=degraded
+            rendered.append(
+                RecommendedItem.model_construct(
+                    item_id=item.item_id, title=item.title, score=float(scored.score)
+                )
+            )
+        return RecommendResult.model_construct(
+            user_id=user_id,
+            model_version=self.model_version,
+            source=source,
+            items=rendered,
+            degraded=degraded,
         )
