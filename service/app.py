@@ -283,10 +283,8 @@ def create_app(
     ) -> UserHistory:
         """The user's stored history, oldest first (empty for an unknown user)."""
         ids = await service.history.get(user_id, limit)
-        items = [
-            HistoryItem(item_id=i, title=(service.catalog.get(i).title if i in service.catalog else None))
-            for i in ids
-        ]
+        known = {i: item.title for i in ids if (item := service.catalog.get(i)) is not None}
+        items = [HistoryItem(item_id=i, title=known.get(i)) for i in ids]
         return UserHistory(user_id=user_id, items=items)
 
     @api.get("/items/{item_id}", response_model=ItemInfo, responses={404: {"model": ErrorBody}})
@@ -340,7 +338,7 @@ def redis_client(url: str, timeout_s: float, max_connections: int) -> redis.Redi
     own once Redis is back; bounded by ``timeout_s`` per attempt, so a dead Redis costs a
     request at most ~2 timeouts, never a hang. Past ``max_connections`` concurrent commands a
     request waits (up to ``timeout_s``) for a free connection instead of failing."""
-    pool = redis.BlockingConnectionPool.from_url(
+    pool: redis.BlockingConnectionPool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=timeout_s,

@@ -10,6 +10,7 @@ catalog's most popular items, which are not cached: they are cheap and the same 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -132,7 +133,7 @@ class ModelRunner:
             future = self._unanswered.get(key)
             if future is None or future.done():
                 future = self._unanswered[key] = self._queue[key] = loop.create_future()
-                future.add_done_callback(lambda f, key=key: self._forget(key, f))
+                future.add_done_callback(functools.partial(self._forget, key))
                 drain = loop.create_task(self._drain())
                 self._drains.add(drain)  # the loop keeps only weak references to tasks
                 drain.add_done_callback(self._drains.discard)

@@ -250,3 +250,33 @@ def eval_command(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
     typer.echo(text)
+
+
+@app.command("baseline")
+def baseline_command(
+    data: DataOpt,
+    method: Annotated[str, typer.Option(help="popular or sasrec (fitted on the training split)")],
+    out: Annotated[Path | None, typer.Option(help="write {valid, test} reports here (JSON)")] = None,
+    k: int = 20,
+    max_users: Annotated[int | None, typer.Option(help="evaluate a random sample of users")] = None,
+    seed: int = 0,
+) -> None:
+    """Recall@5/10 and NDCG@5/10 of a non-LLM baseline on the validation and test splits, through
+    the same harness as ``genrec eval``."""
+    from training.baselines import METHODS, build_baseline
+    from training.evaluate import evaluate, select_examples
+    from training.sasrec import SasrecConfig
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"must be one of {', '.join(METHODS)}", param_hint="--method")
+    dataset = _load(data)
+    ranker = build_baseline(method, dataset, SasrecConfig(seed=seed))
+    reports = {
+        split: evaluate(ranker, select_examples(dataset, split, max_users, seed), split=split, k=k).to_json()
+        for split in ("valid", "test")
+    }
+    text = json.dumps({"method": method, "dataset": dataset.name, **reports}, indent=2)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    typer.echo(text)

@@ -7,10 +7,11 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 from tqdm import tqdm
 
-from model.recommender import Recommender
+from model.recommender import ScoredItem
 from training.data import Example, InteractionData, leave_one_out
 from training.metrics import summarize
 
@@ -32,6 +33,15 @@ class EvalReport:
         return asdict(self)
 
 
+class Ranker(Protocol):
+    """What the harness needs: genrec's engines and the baselines alike."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]: ...
+
+
 def select_examples(data: InteractionData, split: str, max_users: int | None, seed: int = 0) -> list[Example]:
     parts = leave_one_out(data)
     if split not in ("valid", "test"):
@@ -43,7 +53,7 @@ def select_examples(data: InteractionData, split: str, max_users: int | None, se
 
 
 def evaluate(
-    recommender: Recommender,
+    recommender: Ranker,
     examples: Sequence[Example],
     *,
     split: str,
