@@ -1,0 +1,63 @@
+"""Assemble ``benchmarks/results/beauty.json`` from the harness's reports.
+
+``genrec baseline`` writes one ``{valid, test}`` file per baseline and ``genrec eval`` one
+report per split for genrec; this puts their Recall@5/10 and NDCG@5/10 side by side, with the
+commands that produced them. A method whose reports are not given is recorded as ``null``.
+
+    python benchmarks/beauty_results.py --baseline runs/beauty/popular.json \\
+        --baseline runs/beauty/sasrec.json [--genrec-valid FILE --genrec-test FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.bench_common import RESULTS, emit  # noqa: E402
+
+METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+BASELINE_COMMAND = (
+    "genrec baseline --data ../shared/datasets/amazon2014_beauty_p5order --method {method} --out {out}"
+)
+
+
+def metrics(report: dict[str, object]) -> dict[str, float]:
+    values = report["metrics"]
+    assert isinstance(values, dict)
+    return {m: float(values[m]) for m in METRICS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--baseline", type=Path, action="append", default=[], help="a `genrec baseline` output"
+    )
+    parser.add_argument("--genrec-valid", type=Path, help="`genrec eval --split valid --out` report")
+    parser.add_argument("--genrec-test", type=Path, help="`genrec eval --split test --out` report")
+    parser.add_argument("--out", type=Path, default=RESULTS / "beauty.json")
+    args = parser.parse_args()
+
+    result: dict[str, object] = {"genrec": None, "sasrec": None, "popular": None}
+    commands = []
+    for path in args.baseline:
+        report = json.loads(path.read_text())
+        result[report["method"]] = {split: metrics(report[split]) for split in ("valid", "test")}
+        commands.append(BASELINE_COMMAND.format(method=report["method"], out=path))
+    if args.genrec_valid and args.genrec_test:
+        result["genrec"] = {
+            split: metrics(json.loads(path.read_text()))
+            for split, path in (("valid", args.genrec_valid), ("test", args.genrec_test))
+        }
+    commands.append(" ".join(["python benchmarks/beauty_results.py", *sys.argv[1:]]))
+    result["commands"] = commands
+    emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
