@@ -326,13 +326,7 @@ def tokenize_dataset(
     item_ids = sort_item_ids(data.items)
     if not item_ids:
         raise ValueError(f"dataset {data.name!r} has no items to tokenize")
-    for source in config.sources:
-        _, size = config.shape(source)
-        if size > len(item_ids):
-            field = "codebook_size" if source == SEMANTIC else "behavior_codebook_size"
-            raise ValueError(
-                f"{field}={size} asks for more codes than {data.name!r} has items ({len(item_ids)})"
-            )
+    config.check_fits(len(item_ids))  # before any embedding work
     embeddings: dict[str, np.ndarray] = {}
     extra: dict[str, object] = {"dataset": data.name, "config": config.model_dump()}
     embed_time = 0.0
