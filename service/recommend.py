@@ -13,7 +13,6 @@ import asyncio
 import functools
 import logging
 import math
-import threading
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -116,13 +115,10 @@ class ModelRunner:
         # queued ones are in ``_queue``, in arrival order.
         self._unanswered: dict[tuple[tuple[str, ...], int], asyncio.Future[list[ScoredItem]]] = {}
         self._queue: dict[tuple[tuple[str, ...], int], asyncio.Future[list[ScoredItem]]] = {}
+        # Held across the worker-thread call, which is never abandoned (callers wait on shielded
+        # futures), so engine calls cannot overlap.
         self._engine_lock = asyncio.Lock()
         self._drains: set[asyncio.Task[None]] = set()
-        self._thread_lock = threading.Lock()  # a call abandoned by its caller still ends before the next
-
-    def _call(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
-        with self._thread_lock:
-            return self.recommender.recommend(histories, k)
 
     async def run(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
         """``recommender.recommend(histories, k)``, batched with whatever else is waiting."""
@@ -160,7 +156,9 @@ class ModelRunner:
             if self.on_batch is not None:
                 self.on_batch(len(batch))
             try:
-                results = await anyio.to_thread.run_sync(self._call, [key[0] for key, _ in batch], k)
+                results = await anyio.to_thread.run_sync(
+                    self.recommender.recommend, [key[0] for key, _ in batch], k
+                )
             except Exception as exc:  # every waiter of this call learns why
                 for _, future in batch:
                     if not future.done():

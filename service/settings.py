@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # When set, every endpoint but health and metrics needs header X-API-Key with this value.
     api_key: str | None = None
 
-    # Engine knobs, passed through to model.vllm_engine.EngineConfig; None = the device's default
+    # Engine knobs, passed through to model.engine_config.EngineConfig; None = the device's default
     # (CPU: 16 users per batch, all cores, eager; GPU: 256 users per batch, compiled).
     engine_device: Literal["cpu", "cuda"] = "cpu"
     engine_beam_width: int | None = Field(default=None, ge=1)  # None -> max_k
