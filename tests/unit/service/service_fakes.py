@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 from fastapi import FastAPI
@@ -41,8 +41,9 @@ def make_catalog(num_items: int = NUM_ITEMS) -> Catalog:
 class HashRecommender:
     """Ranks every catalog item by a hash of (history, item): deterministic, history-dependent.
 
-    Records each call's histories, and fails loudly if called from two threads at once (the
-    real engine is not thread-safe). ``delay_s`` makes calls slow, for timeout tests.
+    Records each call's histories (``calls``; ranking requests in ``rank_calls``), and fails
+    loudly if called from two threads at once (the real engine is not thread-safe).
+    ``delay_s`` makes calls slow, for timeout tests.
     """
 
     def __init__(self, catalog: Catalog, model_version: str = MODEL_VERSION, delay_s: float = 0.0) -> None:
@@ -50,6 +51,7 @@ class HashRecommender:
         self._model_version = model_version
         self.delay_s = delay_s
         self.calls: list[list[list[str]]] = []
+        self.rank_calls: list[list[tuple[list[str], list[str]]]] = []
         self._busy = threading.Lock()
 
     @property
@@ -60,7 +62,8 @@ class HashRecommender:
     def catalog(self) -> Catalog:
         return self._catalog
 
-    def rank(self, history: Sequence[str], k: int) -> list[ScoredItem]:
+    def top_k(self, history: Sequence[str], k: int) -> list[ScoredItem]:
+        """The ``k`` best items for one history: what ``recommend`` returns for it (no call recorded)."""
         seed = "|".join(history)
 
         def key(item_id: str) -> int:
@@ -70,15 +73,43 @@ class HashRecommender:
         return [ScoredItem(item_id=item_id, score=-0.5 * (rank + 1)) for rank, item_id in enumerate(ranked)]
 
     def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+        with self._exclusive():
+            self.calls.append([list(h) for h in histories])
+            self._delay()
+            return [self.top_k(history, k) for history in histories]
+
+    def rank(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[ScoredItem]]:
+        """Each request's candidates (deduplicated) with the score ``recommend`` gives them, best first.
+
+        Scores are those of the full-catalog ranking, so a candidate in a history's top-K has
+        the same score in both, as with the real engine. Unknown candidates raise ValueError.
+        """
+        unknown = sorted({c for _, candidates in requests for c in candidates if c not in self._catalog})
+        if unknown:
+            raise ValueError(f"candidates not in the catalog: {unknown}")
+        with self._exclusive():
+            self.rank_calls.append([(list(h), list(c)) for h, c in requests])
+            self._delay()
+            results = []
+            for history, candidates in requests:
+                score = {s.item_id: s.score for s in self.top_k(history, len(self._catalog))}
+                unique = list(dict.fromkeys(candidates))
+                results.append(sorted((ScoredItem(c, score[c]) for c in unique), key=lambda s: -s.score))
+            return results
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Fail loudly if two threads are inside the (not thread-safe) engine at once."""
         if not self._busy.acquire(blocking=False):
             raise AssertionError("recommender called concurrently from two threads")
         try:
-            self.calls.append([list(h) for h in histories])
-            if self.delay_s:
-                time.sleep(self.delay_s)
-            return [self.rank(history, k) for history in histories]
+            yield
         finally:
             self._busy.release()
+
+    def _delay(self) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
 
 
 @asynccontextmanager

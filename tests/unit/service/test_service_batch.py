@@ -22,7 +22,7 @@ def test_writes_one_ranked_line_per_user_in_input_order(recommender: HashRecomme
     lines = _lines(out)
     assert [line["user_id"] for line in lines] == [u for u, _ in users]
     for (_, history), line in zip(users, lines, strict=True):
-        assert line["items"] == [item.item_id for item in recommender.rank(history, 4)]
+        assert line["items"] == [item.item_id for item in recommender.top_k(history, 4)]
     assert [len(call) for call in recommender.calls] == [3, 3, 1]
     assert summary.users == 7
     assert summary.unknown_items_skipped == 0

@@ -52,7 +52,7 @@ async def test_precompute_caches_every_user_one_pipeline_per_batch(
     assert cache.put_many_sizes == [10, 10, 3]  # one pipelined write per batch
     for user_id, items in users:
         cached = await cache.get(user_id)
-        assert cached == recommender.rank(items, settings.max_k)
+        assert cached == recommender.top_k(items, settings.max_k)
         assert await history.get(user_id, 100) == items
 
 
@@ -92,6 +92,6 @@ async def test_precomputed_lists_are_served_from_cache_and_match_on_demand(
     fresh = await service.recommend("u7", settings.max_k, exclude_seen=False)
     assert fresh.source == "model"
     assert [i.item_id for i in fresh.items] == [
-        s.item_id for s in recommender.rank(users[7][1], settings.max_k)
+        s.item_id for s in recommender.top_k(users[7][1], settings.max_k)
     ]
     assert len(recommender.calls) == calls_before + 1

@@ -23,7 +23,7 @@ async def test_miss_runs_the_model_then_hits_the_cache(
     assert first.source == "model"
     assert first.model_version == recommender.model_version
     assert [item.item_id for item in first.items] == [
-        s.item_id for s in recommender.rank(["i1", "i2", "i3"], settings.max_k)[:10]
+        s.item_id for s in recommender.top_k(["i1", "i2", "i3"], settings.max_k)[:10]
     ]
     assert recommender.calls == [[["i1", "i2", "i3"]]]
 
@@ -126,7 +126,7 @@ async def test_concurrent_misses_are_batched_and_never_overlap(
     results = await asyncio.gather(*(service.recommend(f"u{n}", 5, exclude_seen=False) for n in range(9)))
     assert {r.source for r in results} == {"model"}
     for n, result in enumerate(results):  # each user got the list of their own history
-        expected = [s.item_id for s in slowish.rank([f"i{n}"], settings.max_k)[:5]]
+        expected = [s.item_id for s in slowish.top_k([f"i{n}"], settings.max_k)[:5]]
         assert [i.item_id for i in result.items] == expected
     assert sum(sizes) == 9 and max(sizes) <= 4
     assert len(slowish.calls) < 9  # misses that waited went in together
