@@ -1,9 +1,23 @@
-"""LoRA fine-tuning of the base LLM on the next-item task, then merge.
+"""LoRA fine-tuning of the base LLM on a task mixture, an optional annealing stage, then merge.
 
-History (semantic IDs, optionally titles) in, the next item's semantic ID out. Only the
-answer tokens carry loss. The semantic-ID tokens are new rows of the (tied) embedding
-matrix, trained through peft's ``trainable_token_indices`` while the rest of the model gets
-LoRA adapters; ``merge_and_unload`` folds both back into a plain checkpoint that vLLM serves.
+Stage 1 trains on the task mixture of ``training.tasks`` (next-item alone by default: history
+in, the next item's semantic ID out; optionally ID<->title alignment, multi-scale ID
+reconstruction, masked-item, BPR and negative-sampling tasks). Only the answer tokens carry
+loss. The semantic-ID tokens are new rows of the (tied) embedding matrix, trained through
+peft's ``trainable_token_indices`` while the rest of the model gets LoRA adapters;
+``merge_and_unload`` folds both back into a plain checkpoint that vLLM serves.
+
+Stage 2 (``anneal``, EAGER-LLM's annealing adapter) merges stage 1, adds a fresh LoRA and
+trains it briefly on next-item only with a cosine learning rate decaying to 0, then merges
+again.
+
+Robustness: checkpoints every ``checkpoint_every`` steps hold the trainable weights, the
+optimizer, the scheduler, the step, the position in the (seeded, per-epoch) data order and
+the torch RNG, so ``resume`` continues exactly where a run stopped. With ``val_every`` the
+model is scored every N steps by Recall@``val_k`` on a fixed sample of validation users
+through the HF constrained engine (``model.hf_engine``; the validation targets are used only
+for this metric); the best weights are kept and training stops after ``patience``
+evaluations without improvement.
 """
 
 from __future__ import annotations
@@ -15,53 +29,95 @@ import random
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, Literal, cast
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from model.catalog import Catalog
-from model.prompts import next_item_prompt
-from model.topk import PromptBuilder, PromptSettings
+from model.hf_engine import HFChildScorer
+from model.prompts import encode_prompt, next_item_prompt
+from model.search import ChildScorer
+from model.topk import ConstrainedRecommender, PromptBuilder, PromptSettings
+from model.trie import CompiledTrie
+from model.trie_mask import token_of_code_table
 from training.base_model import TINY, add_sid_tokens, build_tiny_model, resolve_base_model, sid_token_ids
 from training.data import Example, InteractionData, leave_one_out
+from training.metrics import summarize
 from training.sid_alignment import CODEBOOKS_FILE, SidCodebooks, init_aligned_sid_embeddings
+from training.tasks import NEXT_ITEM, Sample, TaskContext, TaskMixture, build_mixture, render_prompt, trimmed
 
 logger = logging.getLogger(__name__)
 
 IGNORE = -100
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MERGED_DIR = "merged"
+STAGE1_DIR = "stage1_merged"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
 RUN_CATALOG = "catalog.json"
 RUN_TRIE = "trie.npz"
 RUN_REPORT = "train_report.json"
+MAIN, ANNEAL = "main", "anneal"
+# Config fields a resumed run may change (everything else must match the checkpoint).
+RESUMABLE_CHANGES = ("max_train_s", "device", "checkpoint_every")
 
 
 class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     base_model: str = Field("smollm2", description="'smollm2', 'tiny' or a local HF checkpoint path")
-    epochs: float = 1.0
-    max_steps: int | None = None
-    max_train_examples: int | None = None
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 1e-3
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    history_len: int = 20
-    max_prompt_tokens: int = 512
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    max_train_examples: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["linear", "cosine"] = "linear"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    history_len: int = Field(20, ge=1)
+    max_prompt_tokens: int = Field(512, ge=1)
+    max_answer_tokens: int = Field(32, ge=1, description="text answers (titles) are cut to this")
     with_titles: bool = True
     # Left-pad prompts to this many tokens (a multiple of the serving KV block size: 32 on CPU,
     # 16 on GPU) so that beams share every prompt block; recorded in the bundle's manifest.
     prompt_align: int = Field(default=32, ge=1)
+    tasks: TaskMixture = Field(default_factory=TaskMixture)
+    # robustness
+    checkpoint_every: int = Field(0, ge=0, description="steps between resumable checkpoints; 0: none")
+    max_train_s: float | None = Field(None, gt=0, description="stop stage 1 after this much training time")
+    # validation Recall@val_k and early stopping
+    val_every: int = Field(0, ge=0, description="steps between validations; 0: no validation")
+    val_users: int = Field(500, ge=1)
+    val_k: int = Field(10, ge=1)
+    val_batch: int = Field(32, ge=1, description="users per constrained search during validation")
+    patience: int | None = Field(None, ge=1, description="validations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0)
+    keep_best: bool = True
+    # annealing stage (EAGER-LLM)
+    anneal: bool = False
+    anneal_steps: int = Field(200, ge=1)
+    anneal_lr: float = Field(3e-4, gt=0)
+    anneal_warmup_ratio: float = Field(0.0, ge=0, lt=1)
     seed: int = 0
     device: str = "auto"
+
+    @model_validator(mode="after")
+    def _next_item_trains_somewhere(self) -> TrainConfig:
+        if not self.tasks.active():
+            raise ValueError("tasks: at least one task must be enabled with a weight > 0")
+        if self.patience is not None and self.val_every == 0:
+            raise ValueError("patience needs val_every > 0 (early stopping watches validation recall)")
+        return self
 
     def prompt_settings(self) -> PromptSettings:
         """The prompt format, shared with serving through the bundle manifest."""
@@ -77,6 +133,11 @@ class TrainConfig(BaseModel):
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    task: str = NEXT_ITEM
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by ``train(..., interrupt_after=N)`` right after the step-N checkpoint (tests)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -96,6 +157,78 @@ def encode_example(
     answer = list(tokenizer.convert_tokens_to_ids(catalog.scheme.tokens(target.sid)))  # type: ignore[attr-defined]
     answer.append(tokenizer.eos_token_id)  # type: ignore[attr-defined]
     return Encoded(prompt + answer, [IGNORE] * len(prompt) + answer)
+
+
+def _batch_ids(tokenizer: object, texts: list[str], *, special: bool) -> list[list[int]]:
+    """Token ids of each text; one batched (parallel, Rust) call for HF fast tokenizers."""
+    if not texts:
+        return []
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        return [list(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+    return [list(tokenizer(t, add_special_tokens=special)["input_ids"]) for t in texts]  # type: ignore[operator]
+
+
+def _pad_left(ids: list[int], tokenizer: object, align: int) -> list[int]:
+    padding = -len(ids) % align
+    if not padding:
+        return ids
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id  # type: ignore[attr-defined]
+    return [int(pad_id)] * padding + ids
+
+
+def _prompt_text(sample: Sample, catalog: Catalog, config: TrainConfig) -> str:
+    if sample.task == NEXT_ITEM:
+        items = [catalog[i] for i in sample.history if i in catalog][-config.history_len :]
+        return next_item_prompt(items, catalog.scheme, with_titles=config.with_titles)
+    return render_prompt(sample, catalog, config.with_titles)
+
+
+def _encode_prompt_fitting(
+    sample: Sample, catalog: Catalog, tokenizer: object, config: TrainConfig
+) -> list[int]:
+    """The slow path for a prompt over budget: drop the oldest history items until it fits."""
+    if sample.task == NEXT_ITEM:
+        return PromptBuilder(catalog, tokenizer, config.prompt_settings()).encode(sample.history)
+    align = config.prompt_align
+    current: Sample | None = sample
+    ids: list[int] = []
+    while current is not None:
+        ids = encode_prompt(tokenizer, render_prompt(current, catalog, config.with_titles), align)
+        if len(ids) <= config.max_prompt_tokens:
+            break
+        current = trimmed(current)
+    return ids
+
+
+def encode_samples(
+    samples: Sequence[Sample], catalog: Catalog, tokenizer: object, config: TrainConfig, chunk: int = 2048
+) -> list[Encoded]:
+    """Prompt + answer ids of every sample, with labels on the answer only.
+
+    Next-item prompts are exactly :func:`encode_example`'s (the serving template and
+    alignment); prompts are tokenized in batches, so only over-budget ones take the slow path.
+    """
+    eos = tokenizer.eos_token_id  # type: ignore[attr-defined]
+    out: list[Encoded] = []
+    for start in range(0, len(samples), chunk):
+        part = samples[start : start + chunk]
+        prompts = _batch_ids(tokenizer, [_prompt_text(s, catalog, config) for s in part], special=True)
+        text_at = [i for i, s in enumerate(part) if s.answer_text is not None]
+        texts = _batch_ids(tokenizer, [" " + str(part[i].answer_text) for i in text_at], special=False)
+        text_answers = dict(zip(text_at, texts, strict=True))
+        for i, (sample, prompt) in enumerate(zip(part, prompts, strict=True)):
+            prompt = _pad_left(prompt, tokenizer, config.prompt_align)
+            if len(prompt) > config.max_prompt_tokens:
+                prompt = _encode_prompt_fitting(sample, catalog, tokenizer, config)
+            if i in text_answers:
+                answer = text_answers[i][: config.max_answer_tokens]
+            else:
+                answer = list(tokenizer.convert_tokens_to_ids(list(sample.answer_tokens)))  # type: ignore[attr-defined]
+            answer = [*answer, eos]
+            out.append(Encoded(prompt + answer, [IGNORE] * len(prompt) + answer, sample.task))
+    return out
 
 
 def length_bucketed_batches(
@@ -133,32 +266,389 @@ def tiny_corpus(
     return texts
 
 
-def train(data: InteractionData, tokenizer_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
-    """Fine-tune, merge and save into ``out_dir/merged``; copies the catalog and trie alongside."""
-    from peft import LoraConfig, get_peft_model
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+class Validator:
+    """Recall@k (and NDCG@k) on a fixed sample of validation users through the constrained
+    HF engine, scored by the model being trained (eval mode, autocast on CUDA)."""
+
+    def __init__(
+        self,
+        examples: list[Example],
+        catalog: Catalog,
+        trie: CompiledTrie,
+        tokenizer: PreTrainedTokenizerBase,
+        config: TrainConfig,
+        device: torch.device,
+    ) -> None:
+        self.examples = examples
+        self.catalog = catalog
+        self.trie = trie
+        self.children = trie.to_token_space(token_of_code_table(sid_token_ids(tokenizer, catalog.scheme)))
+        self.prompts = PromptBuilder(catalog, tokenizer, config.prompt_settings())
+        self.pad_id = int(
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        self.k = config.val_k
+        self.batch = config.val_batch
+        self.rows = 256 if device.type == "cuda" else 64
+        self.device = device
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+
+        def make_scorer(prompts: list[list[int]]) -> ChildScorer:
+            return HFChildScorer(model, prompts, self.children, pad_id=self.pad_id, batch_size=self.rows)
+
+        recommender = ConstrainedRecommender(
+            catalog=self.catalog,
+            trie=self.trie,
+            children_tokens=self.children,
+            prompts=self.prompts,
+            make_scorer=make_scorer,
+            beam_width=self.k,
+            max_batch=self.batch,
+            model_version="training",
+        )
+        try:
+            with _autocast(self.device):
+                rows = recommender.recommend([list(e.history) for e in self.examples], self.k)
+        finally:
+            model.train(was_training)
+        rankings = [[item.item_id for item in row] for row in rows]
+        return summarize(rankings, [e.target for e in self.examples], ks=(self.k,))
+
+
+def validation_sample(data: InteractionData, config: TrainConfig) -> list[Example]:
+    """A fixed (seeded) sample of validation users: history ``s[:-2]``, target ``s[-2]``."""
+    valid = leave_one_out(data, max_history=config.history_len).valid
+    if len(valid) > config.val_users:
+        valid = random.Random(f"{config.seed}:validation").sample(valid, config.val_users)
+    return valid
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop and its checkpoints
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@dataclass
+class StageState:
+    """Where a stage is: everything beyond weights/optimizer/scheduler that resuming needs."""
+
+    stage: str
+    step: int = 0
+    micro: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    tokens: int = 0
+    train_s: float = 0.0
+    loss_ema: float | None = None
+    val_curve: list[dict[str, float]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped: str = "max_steps"
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise ValueError(f"checkpoint holds weights this model lacks, e.g. {missing[0]}")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(params[name].device))
+
+
+def _atomic_save(payload: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _lr_lambda(kind: str, total: int, warmup_ratio: float) -> Any:
+    warmup = max(1, int(total * warmup_ratio))
+
+    def factor(s: int) -> float:
+        ramp = min(1.0, (s + 1) / warmup)
+        progress = min(1.0, max(0.0, (s - warmup) / max(1, total - warmup)))
+        if kind == "cosine":
+            return ramp * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return ramp * max(0.0, (total - s) / max(1, total - warmup))
+
+    return factor
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    data: list[Encoded]
+    total_steps: int
+    lr: float
+    schedule: str
+    warmup_ratio: float
+    validator: Validator | None
+    max_train_s: float | None
+
+
+class Trainer:
+    """Runs one stage's optimizer loop with checkpoints, validation and early stopping."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, device: torch.device, pad_id: int) -> None:
+        self.config = config
+        self.ckpt_dir = out_dir / CHECKPOINT_DIR
+        self.device = device
+        self.pad_id = pad_id
+
+    def save_best(self, model: torch.nn.Module, state: StageState) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_save(
+            {
+                "stage": state.stage,
+                "step": state.step,
+                "metric": state.best_metric,
+                "weights": _trainable(model),
+            },
+            self.ckpt_dir / BEST_CHECKPOINT,
+        )
+
+    def save_last(
+        self, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: StageState, extra: dict[str, Any]
+    ) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_save(
+            {
+                "config": self.config.model_dump(),
+                "state": asdict(state),
+                "weights": _trainable(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "extra": extra,
+            },
+            self.ckpt_dir / LAST_CHECKPOINT,
+        )
+
+    def run(
+        self,
+        model: torch.nn.Module,
+        plan: StagePlan,
+        *,
+        resume: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        interrupt_after: int | None = None,
+    ) -> StageState:
+        config, device = self.config, self.device
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=plan.lr, weight_decay=config.weight_decay, fused=device.type == "cuda"
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_lambda(plan.schedule, plan.total_steps, plan.warmup_ratio)
+        )
+        state = StageState(plan.stage)
+        if resume is not None:
+            state = StageState(**resume["state"])
+            _load_trainable(model, resume["weights"])
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            _set_rng_state(resume["rng"])
+            logger.info("resumed stage %s at step %d (epoch %d)", plan.stage, state.step, state.epoch)
+        extra = extra or {}
+        model.train()
+        every = config.val_every
+        bar = tqdm(total=plan.total_steps, initial=state.step, desc=f"fine-tune {plan.stage}", unit="step")
+        stop = state.step >= plan.total_steps or state.stopped in ("early_stop", "time_budget")
+        while not stop:
+            order = random.Random(f"{config.seed}:{plan.stage}:{state.epoch}")
+            batches = list(length_bucketed_batches(plan.data, config.batch_size, order))
+            for index in range(state.batch_in_epoch, len(batches)):
+                started = time.perf_counter()
+                cpu = collate(batches[index], self.pad_id)
+                state.tokens += int(cpu["attention_mask"].sum())
+                inputs = {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
+                with _autocast(device):
+                    loss = model(**inputs).loss / config.grad_accum
+                loss.backward()
+                state.batch_in_epoch = index + 1
+                state.micro += 1
+                if state.micro % config.grad_accum:
+                    state.train_s += time.perf_counter() - started
+                    continue
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                value = float(loss.detach()) * config.grad_accum
+                state.loss_ema = value if state.loss_ema is None else 0.95 * state.loss_ema + 0.05 * value
+                state.train_s += time.perf_counter() - started
+                bar.set_postfix(
+                    loss=f"{state.loss_ema:.3f}", tok_s=f"{state.tokens / max(state.train_s, 1e-9):.0f}"
+                )
+                bar.update(1)
+                done = state.step >= plan.total_steps
+                if plan.max_train_s is not None and state.train_s >= plan.max_train_s and not done:
+                    state.stopped, done = "time_budget", True
+                validate_now = plan.validator is not None and every and (state.step % every == 0 or done)
+                if validate_now and self.validate(model, plan.validator, state):  # type: ignore[arg-type]
+                    state.stopped, done = "early_stop", True
+                if config.checkpoint_every and (state.step % config.checkpoint_every == 0 or done):
+                    self.save_last(model, optimizer, scheduler, state, extra)
+                if interrupt_after is not None and state.step == interrupt_after and not done:
+                    bar.close()
+                    raise TrainingInterrupted(f"interrupted after step {state.step}")
+                if done:
+                    stop = True
+                    break
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+        bar.close()
+        return state
+
+    def validate(self, model: torch.nn.Module, validator: Validator, state: StageState) -> bool:
+        """Score the model, keep the best weights; True when patience has run out."""
+        started = time.perf_counter()
+        metrics = validator(model)
+        key = f"recall@{validator.k}"
+        point = {"stage": state.stage, "step": state.step, **metrics, "wall_s": time.perf_counter() - started}
+        state.val_curve.append(point)  # type: ignore[arg-type]
+        logger.info("validation at %s step %d: %s", state.stage, state.step, metrics)
+        if state.stage != MAIN:
+            return False
+        if state.best_metric is None or metrics[key] > state.best_metric + self.config.min_delta:
+            state.best_metric, state.best_step, state.bad_evals = metrics[key], state.step, 0
+            if self.config.keep_best:
+                self.save_best(model, state)
+            return False
+        state.bad_evals += 1
+        return self.config.patience is not None and state.bad_evals >= self.config.patience
+
+
+def _lora(config: TrainConfig, sid_ids: list[int], tied: bool) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=LORA_TARGETS,
+        trainable_token_indices={"embed_tokens": sid_ids},
+        ensure_weight_tying=tied,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _steps(n: int, config: TrainConfig, epochs: float) -> int:
+    per_epoch = math.ceil(n / (config.batch_size * config.grad_accum))
+    return max(1, math.ceil(per_epoch * epochs))
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
+    current = config.model_dump()
+    changed = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    if changed:
+        raise ValueError(
+            f"cannot resume: the checkpoint was made with different {', '.join(changed)} "
+            "(start a fresh run or use the checkpoint's config)"
+        )
+
+
+def _save_merged(model: PreTrainedModel, tokenizer: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.float().save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def train(
+    data: InteractionData,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    interrupt_after: int | None = None,
+) -> Path:
+    """Fine-tune, merge and save into ``out_dir/merged``; copies the catalog and trie alongside.
+
+    ``resume`` continues from ``out_dir/checkpoints/last.pt`` (same config required, except
+    ``max_train_s``, ``device`` and ``checkpoint_every``); without it any old checkpoints are
+    removed. ``interrupt_after`` raises :class:`TrainingInterrupted` after that step's
+    checkpoint (stage 1; to test resuming).
+    """
+    from peft import get_peft_model
 
     started = time.perf_counter()
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     catalog = Catalog.load(tokenizer_dir / RUN_CATALOG)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    checkpoint: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {ckpt_path} does not exist")
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        _check_resumable(checkpoint["config"], config)
+    else:
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+
     examples = leave_one_out(data, max_history=config.history_len).train
     rng = random.Random(config.seed)
     if config.max_train_examples is not None and len(examples) > config.max_train_examples:
         examples = rng.sample(examples, config.max_train_examples)
     if not examples:
         raise ValueError(f"dataset {data.name} has no training examples (every user needs >= 3 items)")
+    ctx = TaskContext.build(data, catalog, examples, tokenizer_dir, config.history_len)
+    mixture = build_mixture(ctx, config.tasks, config.seed, with_titles=config.with_titles)
 
     if config.base_model == TINY:
-        base_path = build_tiny_model(
-            out_dir / "base", tiny_corpus(examples, catalog, config), seed=config.seed
-        )
+        corpus = tiny_corpus(examples, catalog, config)
+        for samples in mixture.values():
+            corpus.extend(_prompt_text(s, catalog, config) for s in samples[:200])
+            corpus.extend(s.answer_text for s in samples[:200] if s.answer_text is not None)
+        base_path = build_tiny_model(out_dir / "base", corpus, seed=config.seed)
     else:
         base_path = resolve_base_model(config.base_model)
     device = pick_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
     model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
     sid_ids = add_sid_tokens(model, tokenizer, catalog.scheme)
+    tied = bool(model.config.tie_word_embeddings)
     if (tokenizer_dir / CODEBOOKS_FILE).is_file():
         aligned_r2 = init_aligned_sid_embeddings(
             model,
@@ -173,103 +663,127 @@ def train(data: InteractionData, tokenizer_dir: Path, out_dir: Path, config: Tra
         logger.info(
             "no %s in %s: semantic-ID tokens start at the mean embedding", CODEBOOKS_FILE, tokenizer_dir
         )
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=LORA_TARGETS,
-        trainable_token_indices={"embed_tokens": sid_ids},
-        ensure_weight_tying=bool(model.config.tie_word_embeddings),
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(model, lora).to(device)
-    peft_model.print_trainable_parameters()
 
-    encoded = [e for e in (encode_example(x, catalog, tokenizer, config) for x in examples) if e is not None]
-    steps_per_epoch = math.ceil(len(encoded) / (config.batch_size * config.grad_accum))
-    total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
-    optimizer = torch.optim.AdamW(
-        [p for p in peft_model.parameters() if p.requires_grad],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-    )
-    warmup = max(1, int(total_steps * config.warmup_ratio))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total_steps - s) / max(1, total_steps - warmup)),
-    )
+    encode_started = time.perf_counter()
+    encoded: list[Encoded] = []
+    for samples in mixture.values():
+        encoded.extend(encode_samples(samples, catalog, tokenizer, config))
+    encode_s = time.perf_counter() - encode_started
+    task_examples = {task: len(samples) for task, samples in mixture.items()}
+    next_item = [e for e in encoded if e.task == NEXT_ITEM]
+    total_steps = config.max_steps or _steps(len(encoded), config, config.epochs)
+    validator = None
+    if config.val_every:
+        validator = Validator(
+            validation_sample(data, config),
+            catalog,
+            CompiledTrie.load(tokenizer_dir / RUN_TRIE),
+            tokenizer,
+            config,
+            device,
+        )
+    trainer = Trainer(config, out_dir, device, int(tokenizer.pad_token_id))
     logger.info(
-        "training %s on %d examples: %d steps (batch %d x accum %d) on %s",
+        "training %s on %d examples %s: %d steps (batch %d x accum %d) on %s",
         config.base_model,
         len(encoded),
+        task_examples,
         total_steps,
         config.batch_size,
         config.grad_accum,
         device,
     )
-    peft_model.train()
-    pad_id = tokenizer.pad_token_id
-    step = 0
-    tokens_seen = 0
-    loss_ema: float | None = None
-    bar = tqdm(total=total_steps, desc="fine-tune", unit="step")
-    loop_started = time.perf_counter()
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else torch.autocast("cpu", enabled=False)
-    )
-    # Micro-batches are counted across epochs: an epoch with fewer batches than grad_accum
-    # (or not a multiple of it) must still reach an optimizer step instead of looping forever.
-    micro = 0
-    while step < total_steps:
-        batches = length_bucketed_batches(encoded, config.batch_size, rng)
-        for batch in batches:
-            inputs = {key: value.to(device) for key, value in collate(batch, pad_id).items()}
-            with autocast:
-                loss = peft_model(**inputs).loss / config.grad_accum
-            loss.backward()
-            tokens_seen += int(inputs["attention_mask"].sum())
-            micro += 1
-            if micro % config.grad_accum:
-                continue
-            torch.nn.utils.clip_grad_norm_(peft_model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            value = float(loss.detach()) * config.grad_accum
-            loss_ema = value if loss_ema is None else 0.95 * loss_ema + 0.05 * value
-            elapsed = time.perf_counter() - loop_started
-            bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{tokens_seen / elapsed:.0f}")
-            bar.update(1)
-            if step >= total_steps:
-                break
-    bar.close()
 
-    # merge_and_unload returns the base transformers model, typed as a plain Module
-    merged = cast(PreTrainedModel, peft_model.merge_and_unload())
+    resume_stage = checkpoint["state"]["stage"] if checkpoint is not None else None
+    resumed_from = checkpoint["state"]["step"] if checkpoint is not None else None
+    if resume_stage == ANNEAL:
+        main_state = StageState(**checkpoint["extra"]["main_state"])  # type: ignore[index]
+        if not (out_dir / STAGE1_DIR).is_dir():
+            raise FileNotFoundError(f"cannot resume the annealing stage: {out_dir / STAGE1_DIR} is missing")
+        stage1 = cast(
+            PreTrainedModel,
+            AutoModelForCausalLM.from_pretrained(str(out_dir / STAGE1_DIR), dtype=torch.float32),
+        )
+    else:
+        peft_model = get_peft_model(model, _lora(config, sid_ids, tied)).to(device)
+        peft_model.print_trainable_parameters()
+        plan = StagePlan(
+            MAIN, encoded, total_steps, config.lr, config.lr_schedule, config.warmup_ratio, validator,
+            config.max_train_s,
+        )  # fmt: skip
+        main_state = trainer.run(peft_model, plan, resume=checkpoint, interrupt_after=interrupt_after)
+        best = out_dir / CHECKPOINT_DIR / BEST_CHECKPOINT
+        if config.keep_best and main_state.best_step is not None and main_state.best_step != main_state.step:
+            saved = torch.load(best, map_location="cpu", weights_only=False)
+            _load_trainable(peft_model, saved["weights"])
+            logger.info(
+                "keeping the best weights: step %d (recall@%d %.4f)",
+                saved["step"],
+                config.val_k,
+                saved["metric"],
+            )
+        # merge_and_unload returns the base transformers model, typed as a plain Module
+        stage1 = cast(PreTrainedModel, peft_model.merge_and_unload())
+
+    anneal_state: StageState | None = None
+    if config.anneal:
+        if resume_stage != ANNEAL and config.checkpoint_every:
+            _save_merged(stage1, tokenizer, out_dir / STAGE1_DIR)  # what a resumed anneal starts from
+        anneal_model = get_peft_model(stage1, _lora(config, sid_ids, tied)).to(device)
+        plan = StagePlan(
+            ANNEAL, next_item, config.anneal_steps, config.anneal_lr, "cosine", config.anneal_warmup_ratio,
+            validator, None,
+        )  # fmt: skip
+        anneal_state = trainer.run(
+            anneal_model,
+            plan,
+            resume=checkpoint if resume_stage == ANNEAL else None,
+            extra={"main_state": asdict(main_state)},
+        )
+        merged = cast(PreTrainedModel, anneal_model.merge_and_unload())
+    else:
+        merged = stage1
+
     merged_dir = out_dir / MERGED_DIR
-    shutil.rmtree(merged_dir, ignore_errors=True)
-    merged.float().save_pretrained(merged_dir, safe_serialization=True)
-    tokenizer.save_pretrained(merged_dir)
+    _save_merged(merged, tokenizer, merged_dir)
+    shutil.rmtree(out_dir / STAGE1_DIR, ignore_errors=True)
     shutil.copy(tokenizer_dir / RUN_CATALOG, out_dir / RUN_CATALOG)
     shutil.copy(tokenizer_dir / RUN_TRIE, out_dir / RUN_TRIE)
+    final_loss = anneal_state.loss_ema if anneal_state is not None else main_state.loss_ema
     report = {
         "dataset": data.name,
         "config": config.model_dump(),
         "examples": len(encoded),
+        "task_examples": task_examples,
         "aligned_sid_init_r2": aligned_r2,
-        "steps": step,
-        "final_loss_ema": loss_ema,
-        "tokens": tokens_seen,
+        "steps": main_state.step,
+        "final_loss_ema": final_loss,
+        "main_loss_ema": main_state.loss_ema,
+        "tokens": main_state.tokens,
+        "tokens_per_s": round(main_state.tokens / max(main_state.train_s, 1e-9), 1),
+        "train_s": round(main_state.train_s, 2),
+        "encode_s": round(encode_s, 2),
+        "stopped": main_state.stopped,
+        "val_curve": main_state.val_curve + (anneal_state.val_curve if anneal_state else []),
+        "best_step": main_state.best_step,
+        f"best_val_recall@{config.val_k}": main_state.best_metric,
+        "resumed_from_step": resumed_from,
+        "anneal": None
+        if anneal_state is None
+        else {
+            "steps": anneal_state.step,
+            "loss_ema": anneal_state.loss_ema,
+            "tokens": anneal_state.tokens,
+            "tokens_per_s": round(anneal_state.tokens / max(anneal_state.train_s, 1e-9), 1),
+        },
+        "device": str(device),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     (out_dir / RUN_REPORT).write_text(json.dumps(report, indent=2))
     logger.info(
         "fine-tuning done in %.0f s, final loss %.3f; merged model in %s",
         report["wall_s"],
-        loss_ema or 0,
+        final_loss or 0,
         merged_dir,
     )
     return merged_dir
