@@ -19,7 +19,11 @@ from model.trie_mask import sid_token_table
 
 
 class HFChildScorer:
-    """Scores trie children with full forward passes over prompt + beam prefix (left-padded)."""
+    """Scores trie children with full forward passes over prompt + beam prefix (left-padded).
+
+    Every valid child of a row gets its renormalised log-probability (nothing is truncated to
+    a top-N as in vLLM), so the same scorer serves the top-K search and ``rank``.
+    """
 
     def __init__(
         self,

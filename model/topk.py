@@ -2,8 +2,9 @@
 
 ``ConstrainedRecommender`` turns item-id histories into prompts (the same template training
 used), runs the level-synchronous search in batches with whatever ``ChildScorer`` an engine
-provides, and maps trie leaves back to catalog items. The vLLM and HF engines differ only in
-the scorer they plug in.
+provides, and maps trie leaves back to catalog items. ``rank`` scores given candidate lists
+with the same scorer along the candidates' trie paths. The vLLM and HF engines differ only in
+the scorers they plug in.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 
 from model.catalog import Catalog
 from model.prompts import encode_prompt, next_item_prompt
-from model.recommender import ScoredItem
-from model.search import ChildScorer, constrained_beam_search
+from model.recommender import RankRequest, ScoredItem
+from model.search import ChildScorer, ItemPaths, constrained_beam_search, score_items
 from model.trie import CompiledTrie
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,12 @@ class PromptBuilder:
 
 
 class ConstrainedRecommender:
-    """A ``Recommender`` over any engine that can score trie children."""
+    """A ``Recommender`` over any engine that can score trie children.
+
+    ``make_scorer`` serves the top-K search, whose scorer may return only the children a beam
+    of ``beam_width`` could keep; ``make_ranking_scorer`` (default: ``make_scorer``) serves
+    ``rank`` and must return every valid child, since a candidate may lie anywhere.
+    """
 
     def __init__(
         self,
@@ -83,12 +89,15 @@ class ConstrainedRecommender:
         beam_width: int,
         max_batch: int,
         model_version: str,
+        make_ranking_scorer: ScorerFactory | None = None,
     ) -> None:
         self._catalog = catalog
         self.trie = trie
         self.children_tokens = children_tokens
         self.prompts = prompts
         self.make_scorer = make_scorer
+        self.make_ranking_scorer = make_ranking_scorer or make_scorer
+        self.paths = ItemPaths.of(trie)
         self.beam_width = beam_width
         self.max_batch = max_batch
         self._model_version = model_version
@@ -123,4 +132,36 @@ class ConstrainedRecommender:
                 [ScoredItem(self._catalog.at(hit.item_index).item_id, hit.score) for hit in row]
                 for row in hits
             )
+        return results
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[ScoredItem]]:
+        """Each request's candidates, each once (first occurrence kept), best first.
+
+        A candidate's score is the one the top-K search gives it for the same history, so the
+        two endpoints agree on every item they share. Requests are scored ``max_batch`` at a
+        time, one scorer call per trie level per batch. Candidates outside the catalog are
+        the caller's error: all of them are named in one ValueError before anything runs.
+        """
+        unknown = list(dict.fromkeys(c for _, cands in requests for c in cands if c not in self._catalog))
+        if unknown:
+            raise ValueError(f"candidates not in the catalog: {unknown}")
+        results: list[list[ScoredItem]] = []
+        for start in range(0, len(requests), self.max_batch):
+            batch = requests[start : start + self.max_batch]
+            prompts = [self.prompts.encode(history) for history, _ in batch]
+            items = [
+                np.asarray([self._catalog.index_of(c) for c in dict.fromkeys(cands)], dtype=np.int64)
+                for _, cands in batch
+            ]
+            scores = score_items(
+                self.trie, self.children_tokens, self.paths, items, self.make_ranking_scorer(prompts)
+            )
+            for row_items, row_scores in zip(items, scores, strict=True):
+                order = np.argsort(-row_scores, kind="stable")  # ties keep the caller's order
+                results.append(
+                    [
+                        ScoredItem(self._catalog.at(int(row_items[i])).item_id, float(row_scores[i]))
+                        for i in order
+                    ]
+                )
         return results

@@ -4,6 +4,8 @@ Each trie level is one ``LLM.generate`` call over all live beams of the batch, e
 asking for one token with the trie mask applied and the top ``beam_width`` processed
 log-probabilities returned. Prompts are shared by all beams of a user, so vLLM's prefix cache
 computes each prompt once per batch and every later level only runs the beam's new tokens.
+Ranking runs the same level steps along the candidates' paths, each row asking for every valid
+child of its node, so the engine allows ``max(beam_width, trie.max_children)`` log-probs.
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ logger = logging.getLogger(__name__)
 
 
 class VllmChildScorer:
-    """Scores the children of every live row with one vLLM generate call."""
+    """Scores the children of every live row with one vLLM generate call.
+
+    vLLM returns only the top ``num_logprobs`` processed log-probabilities of a row; the rest
+    come back as -inf. That suffices for the top-K search (a child outside its beam's top
+    ``beam_width`` cannot make the prompt's top ``beam_width``). ``num_logprobs=None`` asks
+    each row for as many as its node has valid children, i.e. all of them, as ranking needs.
+    The trie mask leaves only valid children finite, so the top ones are exactly those.
+    """
 
     def __init__(
-        self, llm: object, prompts: list[list[int]], children_tokens: np.ndarray, num_logprobs: int
+        self, llm: object, prompts: list[list[int]], children_tokens: np.ndarray, num_logprobs: int | None
     ) -> None:
         self.llm = llm
         self.prompts = prompts
@@ -43,15 +52,19 @@ class VllmChildScorer:
             TokensPrompt(prompt_token_ids=self.prompts[p] + prefix.tolist())
             for p, prefix in zip(rows.prompt_index, rows.prefix_tokens, strict=True)
         ]
+        if self.num_logprobs is None:
+            wanted = (self.children_tokens[rows.node] != PAD).sum(axis=1).tolist()
+        else:
+            wanted = [self.num_logprobs] * len(rows.node)
         params = [
             SamplingParams(
                 max_tokens=1,
                 temperature=0.0,
-                logprobs=self.num_logprobs,
+                logprobs=int(count),
                 detokenize=False,  # only token ids are read; decoding R x W logprob tokens is waste
                 extra_args={NODE_KEY: int(node)},
             )
-            for node in rows.node
+            for node, count in zip(rows.node, wanted, strict=True)
         ]
         outputs = self.llm.generate(requests, params, use_tqdm=False)  # type: ignore[attr-defined]
         # Flatten the returned (row, token, logprob) triples, then find each token's child slot
@@ -92,9 +105,20 @@ def _configure_cpu_env(config: EngineConfig) -> None:
 
 
 def build_llm(
-    bundle: ArtifactBundle, config: EngineConfig, max_logprobs: int, processor: type = TrieLogitsProcessor
+    bundle: ArtifactBundle,
+    config: EngineConfig,
+    max_logprobs: int,
+    processor: type = TrieLogitsProcessor,
+    *,
+    beams: int | None = None,
 ) -> object:
-    """Start vLLM on the bundle's merged model with the trie processor installed."""
+    """Start vLLM on the bundle's merged model with the trie processor installed.
+
+    ``max_logprobs`` is the most log-probabilities one request may ask for; vLLM only checks
+    requests against it (its sampler's top-k takes the batch's largest actual request), so
+    allowing ranking's wide requests costs the top-K search nothing. ``beams`` (the live rows
+    per user of a top-K level step; default ``max_logprobs``) sizes vLLM's running batch.
+    """
     config = config.resolved()
     assert config.max_batch is not None
     cpu = config.device == "cpu"
@@ -109,7 +133,7 @@ def build_llm(
         model=str(bundle.model_dir),
         dtype="float32" if cpu else "auto",
         max_model_len=config.max_prompt_tokens + bundle.trie.num_levels + 8,
-        max_num_seqs=max(config.max_batch * max_logprobs, 256),
+        max_num_seqs=max(config.max_batch * (beams or max_logprobs), 256),
         max_logprobs=max_logprobs,
         logprobs_mode="processed_logprobs",
         logits_processors=[processor],
@@ -135,7 +159,9 @@ class VllmRecommender(ConstrainedRecommender):
         config = config.resolved()
         assert config.max_batch is not None
         beam_width = config.beam_width or 20
-        self.llm = build_llm(bundle, config, max_logprobs=beam_width)
+        # Ranking asks a row for every child of its node, so the engine must allow that many.
+        max_logprobs = max(beam_width, bundle.trie.max_children)
+        self.llm = build_llm(bundle, config, max_logprobs=max_logprobs, beams=beam_width)
         tokenizer = self.llm.get_tokenizer()  # type: ignore[attr-defined]
         children = bundle.trie.to_token_space(sid_token_table(bundle.model_dir, bundle.catalog.scheme))
         prompt_settings = PromptSettings.for_bundle(
@@ -155,6 +181,9 @@ class VllmRecommender(ConstrainedRecommender):
         def make_scorer(prompts: list[list[int]]) -> ChildScorer:
             return VllmChildScorer(llm, prompts, children, num_logprobs=beam_width)
 
+        def make_ranking_scorer(prompts: list[list[int]]) -> ChildScorer:
+            return VllmChildScorer(llm, prompts, children, num_logprobs=None)
+
         super().__init__(
             catalog=bundle.catalog,
             trie=bundle.trie,
@@ -164,6 +193,7 @@ class VllmRecommender(ConstrainedRecommender):
             beam_width=beam_width,
             max_batch=config.max_batch,
             model_version=bundle.version,
+            make_ranking_scorer=make_ranking_scorer,
         )
         logger.info("vLLM engine ready for %s (beam width %d)", bundle.version, beam_width)
 

@@ -187,3 +187,35 @@ def test_token_trie_walks_the_compiled_trie(bundle: ArtifactBundle) -> None:
         assert token_trie.item_index(tokens) == index
         assert token_trie.item_index(tokens[:-1]) == PAD  # a prefix is no item
     assert token_trie.walk([10**6]) == PAD
+
+
+def test_rank_scores_equal_the_exhaustive_search_scores(
+    recommender: ConstrainedRecommender, bundle: ArtifactBundle
+) -> None:
+    """Beam = catalog, so the search scores every item; ranking the whole catalog agrees."""
+    everything = [item.item_id for item in bundle.catalog]
+    searched = recommender.recommend(HISTORIES, k=NUM_ITEMS)
+    ranked = recommender.rank([(history, everything) for history in HISTORIES])
+    for full, row in zip(searched, ranked, strict=True):
+        assert [i.item_id for i in row] == [i.item_id for i in full]
+        np.testing.assert_allclose([i.score for i in row], [i.score for i in full], atol=1e-5)
+
+
+def test_rank_returns_candidate_subsets_sorted_with_their_search_scores(
+    recommender: ConstrainedRecommender, bundle: ArtifactBundle
+) -> None:
+    rng = np.random.default_rng(0)
+    ids = [item.item_id for item in bundle.catalog]
+    searched = recommender.recommend(HISTORIES, k=NUM_ITEMS)
+    requests = [
+        (history, [ids[i] for i in rng.choice(NUM_ITEMS, size=size, replace=False)])
+        for history, size in zip(HISTORIES, [1, 3, 7, 11], strict=True)
+    ]
+    requests.append((HISTORIES[0], ["i3", "i5", "i3", "i3", "i5"]))  # duplicates collapse
+    searched.append(searched[0])
+    for (_, candidates), full, row in zip(requests, searched, recommender.rank(requests), strict=True):
+        assert [i.item_id for i in row] == [i.item_id for i in full if i.item_id in set(candidates)]
+        truth = {i.item_id: i.score for i in full}
+        np.testing.assert_allclose([i.score for i in row], [truth[i.item_id] for i in row], atol=1e-5)
+    with pytest.raises(ValueError, match=r"candidates not in the catalog: \['zzz'\]"):
+        recommender.rank([(HISTORIES[0], ["i1", "zzz"])])

@@ -1,4 +1,5 @@
-"""Constrained beam search with a fixed log-prob table, checked against exhaustive enumeration."""
+"""Constrained beam search and candidate scoring with a fixed log-prob table, checked against
+exhaustive enumeration and against each other."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from model_test_helpers import TableScorer, exhaustive_ranking, make_catalog, random_sids, token_of_code
+from model_test_helpers import (
+    TableScorer,
+    exhaustive_ranking,
+    make_catalog,
+    node_path,
+    random_sids,
+    token_of_code,
+)
 
-from model.search import LiveRows, SearchHit, constrained_beam_search, renormalise
+from model.search import ItemPaths, LiveRows, SearchHit, constrained_beam_search, renormalise, score_items
 from model.semantic_id import SemanticId, SidScheme
-from model.trie import PAD, CompiledTrie
+from model.trie import PAD, ROOT, CompiledTrie
 
 
 def setup(sids: list[SemanticId], scheme: SidScheme) -> tuple[CompiledTrie, np.ndarray]:
@@ -243,3 +251,97 @@ def test_single_child_nodes_are_not_scored_and_results_stay_exact() -> None:
         truth = exhaustive_ranking(scorer, prompt, sids)
         assert [h.item_index for h in hits] == [index for index, _ in truth]
         np.testing.assert_allclose([h.score for h in hits], [s for _, s in truth], atol=1e-9)
+
+
+def test_item_paths_spell_every_item() -> None:
+    catalog = make_catalog(24)
+    sids = [item.sid for item in catalog]
+    trie = CompiledTrie.build(sids)
+    paths = ItemPaths.of(trie)
+    assert paths.num_items == len(sids)
+    for index, sid in enumerate(sids):
+        assert list(zip(paths.node[index], paths.slot[index], strict=True)) == node_path(trie, sid)
+        leaf = trie.child_node[paths.node[index, -1], paths.slot[index, -1]]
+        assert trie.leaf_item[leaf] == index
+
+
+def test_scored_items_get_exactly_their_search_scores() -> None:
+    """Bit-identical to an exhaustive search: same per-level values summed in the same order."""
+    catalog = make_catalog(24)
+    sids = [item.sid for item in catalog]
+    trie, tokens = setup(sids, catalog.scheme)
+    scorer = TableScorer(trie, tokens, num_prompts=3, seed=2)
+    searched = constrained_beam_search(trie, tokens, 3, scorer, beam_width=24, k=24)
+    everything = [np.arange(24)] * 3
+    scored = score_items(trie, tokens, ItemPaths.of(trie), everything, scorer)
+    for hits, scores in zip(searched, scored, strict=True):
+        assert {h.item_index: h.score for h in hits} == dict(enumerate(scores.tolist()))
+
+
+def test_scoring_expands_only_the_candidates_paths_one_call_per_level() -> None:
+    catalog = make_catalog(24)  # scheme (3, 4, 2): items i0..i23, all of the first two codes
+    sids = [item.sid for item in catalog]
+    trie, tokens = setup(sids, catalog.scheme)
+    scorer = TableScorer(trie, tokens, num_prompts=2, seed=4)
+    items = [np.array([5, 4, 17, 5]), np.array([0])]
+    scores = score_items(trie, tokens, ItemPaths.of(trie), items, scorer)
+    assert [len(s) for s in scores] == [4, 1]
+    assert scores[0][0] == scores[0][3]  # a repeat shares its rows
+    for prompt, (row_items, row_scores) in enumerate(zip(items, scores, strict=True)):
+        expected = [scorer.item_score(prompt, sids[i]) for i in row_items]
+        np.testing.assert_allclose(row_scores, expected, atol=1e-12)
+    assert len(scorer.calls) == trie.num_levels
+    expected_rows = {
+        0: {(0, ROOT), (1, ROOT)},
+        1: {(0, trie.walk(sids[4][:1])), (0, trie.walk(sids[17][:1])), (1, trie.walk(sids[0][:1]))},
+        2: {(0, trie.walk(sids[4][:2])), (0, trie.walk(sids[17][:2])), (1, trie.walk(sids[0][:2]))},
+    }
+    for depth, call in enumerate(scorer.calls):
+        rows = set(zip(call.prompt_index.tolist(), call.node.tolist(), strict=True))
+        assert rows == expected_rows[depth]
+        assert len(rows) == len(call.node), "a (prompt, node) row was scored twice"
+
+
+def test_scoring_skips_single_child_nodes_like_the_search() -> None:
+    scheme = SidScheme((3, 3, 2))
+    sids = [(a, b, 0) for a in range(3) for b in range(3)] + [(0, 0, 1), (2, 1, 1)]
+    trie, tokens = setup(sids, scheme)
+    scorer = TableScorer(trie, tokens, num_prompts=1, seed=7)
+    (hits,) = constrained_beam_search(trie, tokens, 1, scorer, beam_width=len(sids), k=len(sids))
+    scorer.calls.clear()
+    lonely = sids.index((1, 1, 0))  # its last node has one child
+    (scores,) = score_items(trie, tokens, ItemPaths.of(trie), [np.array([lonely])], scorer)
+    assert len(scorer.calls) == 2  # the last level needed no model call
+    assert scores[0] == {h.item_index: h.score for h in hits}[lonely]
+
+
+def test_scoring_nothing_calls_nothing() -> None:
+    sids = [(0, 1), (1, 0)]
+    trie, tokens = setup(sids, SidScheme((2, 2)))
+    scorer = TableScorer(trie, tokens, 2, seed=0)
+    paths = ItemPaths.of(trie)
+    assert score_items(trie, tokens, paths, [], scorer) == []
+    (empty,) = score_items(trie, tokens, paths, [np.zeros(0, np.int64)], scorer)
+    assert empty.shape == (0,)
+    assert scorer.calls == []
+    with pytest.raises(ValueError, match="item positions"):
+        score_items(trie, tokens, paths, [np.array([2])], scorer)
+
+
+@settings(max_examples=60, deadline=None)
+@given(search_case(), st.data())
+def test_scoring_agrees_with_the_exhaustive_search_on_random_tries(
+    case: tuple[SidScheme, list[SemanticId], int, int, int, int], data: st.DataObject
+) -> None:
+    scheme, sids, _, _, num_prompts, seed = case
+    trie, tokens = setup(sids, scheme)
+    scorer = TableScorer(trie, tokens, num_prompts, seed)
+    searched = constrained_beam_search(trie, tokens, num_prompts, scorer, beam_width=len(sids), k=len(sids))
+    picks = st.lists(st.integers(0, len(sids) - 1), max_size=2 * len(sids))
+    items = [np.asarray(data.draw(picks), dtype=np.int64) for _ in range(num_prompts)]
+    scorer.calls.clear()
+    scored = score_items(trie, tokens, ItemPaths.of(trie), items, scorer)
+    assert len(scorer.calls) <= trie.num_levels
+    for hits, row_items, row_scores in zip(searched, items, scored, strict=True):
+        truth = {h.item_index: h.score for h in hits}
+        assert row_scores.tolist() == [truth[int(i)] for i in row_items]

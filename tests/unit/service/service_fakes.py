@@ -16,7 +16,7 @@ import httpx
 from fastapi import FastAPI
 
 from model.catalog import Catalog, CatalogItem
-from model.recommender import ScoredItem
+from model.recommender import RankRequest, ScoredItem
 from model.semantic_id import SidScheme
 
 NUM_ITEMS = 30
@@ -78,13 +78,13 @@ class HashRecommender:
             self._delay()
             return [self.top_k(history, k) for history in histories]
 
-    def rank(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[ScoredItem]]:
+    def rank(self, requests: Sequence[RankRequest]) -> list[list[ScoredItem]]:
         """Each request's candidates (deduplicated) with the score ``recommend`` gives them, best first.
 
         Scores are those of the full-catalog ranking, so a candidate in a history's top-K has
         the same score in both, as with the real engine. Unknown candidates raise ValueError.
         """
-        unknown = sorted({c for _, candidates in requests for c in candidates if c not in self._catalog})
+        unknown = list(dict.fromkeys(c for _, cands in requests for c in cands if c not in self._catalog))
         if unknown:
             raise ValueError(f"candidates not in the catalog: {unknown}")
         with self._exclusive():
