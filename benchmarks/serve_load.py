@@ -95,21 +95,18 @@ def bare_app():  # type: ignore[no-untyped-def]
 
 
 async def fill_redis(url: str, data_dir: Path) -> list[str]:
-    """Every user's history and a cached top-K (most popular items not yet seen)."""
+    """Every user's history and a cached top-K (the most popular items, those the user has
+    marked seen, as the service caches them)."""
     import redis.asyncio as redis
 
     from model.recommender import ScoredItem
-    from service.cache import RecommendationCache
+    from service.cache import CachedList, RecommendationCache
     from service.history import HistoryStore
 
     catalog, data = beauty_catalog(data_dir)
     client = redis.Redis.from_url(url)
-    popular = [item.item_id for item in catalog.most_popular(K + 60)]
-    lists = {}
-    for user, seq in data.sequences.items():
-        seen = set(seq)
-        top = [i for i in popular if i not in seen][:K]
-        lists[user] = [ScoredItem(item_id=i, score=-0.1 * rank) for rank, i in enumerate(top)]
+    top = [ScoredItem(item.item_id, -0.1 * rank) for rank, item in enumerate(catalog.most_popular(K))]
+    lists = {user: CachedList.of(top, seq) for user, seq in data.sequences.items()}
     await HistoryStore(client).set_many(data.sequences)
     await RecommendationCache(client, MODEL_VERSION, ttl_s=86400).put_many(lists)
     await client.aclose()

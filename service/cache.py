@@ -1,15 +1,24 @@
 """Each user's precomputed top-K in Redis, the fast path of ``GET /recommend``.
 
-Key ``genrec:{model_version}:topk:{user_id}`` holds a JSON list of ``{"item_id", "score"}``,
-best first, with a TTL. The model version is part of the key, so a newly deployed model
-never serves lists computed by its predecessor; the old keys simply expire.
+Key ``genrec:{model_version}:topk:{user_id}`` holds ``{"items": [[item_id, score], ...],
+"seen": [position, ...]}``, best first, with a TTL. ``seen`` marks the items that were already
+in the user's history when the list was computed: any new interaction invalidates the entry
+(see ``HistoryStore.append_many``), so while the entry exists those marks are current and a
+cache hit with ``exclude_seen`` is ONE Redis GET, with no history read.
+
+The model version is part of the key, so a newly deployed model never serves lists computed
+by its predecessor; the old keys simply expire. An invalidated entry is not thrown away: it
+moves to ``genrec:{model_version}:stale:{user_id}`` (same TTL), which the service serves,
+marked degraded, when the model cannot answer.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
@@ -19,19 +28,62 @@ from model.recommender import ScoredItem
 logger = logging.getLogger(__name__)
 
 TOPK_KEY = "genrec:{model_version}:topk:{user_id}"
+STALE_KEY = "genrec:{model_version}:stale:{user_id}"
+
+# KEYS: history list, top-K key; ARGV: expected history length, entry, TTL seconds.
+PUT_IF_HISTORY_LEN = """
+if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
 
 
 def topk_key(model_version: str, user_id: str) -> str:
     return TOPK_KEY.format(model_version=model_version, user_id=user_id)
 
 
-def encode_items(items: Sequence[ScoredItem]) -> str:
-    return json.dumps([{"item_id": item.item_id, "score": item.score} for item in items])
+def stale_key(model_version: str, user_id: str) -> str:
+    return STALE_KEY.format(model_version=model_version, user_id=user_id)
 
 
-def decode_items(raw: bytes | str) -> list[ScoredItem]:
-    entries = json.loads(raw)
-    return [ScoredItem(item_id=str(entry["item_id"]), score=float(entry["score"])) for entry in entries]
+@dataclass(frozen=True)
+class CachedList:
+    """A user's cached top-K and which of its items the user already had."""
+
+    items: list[ScoredItem]
+    seen: frozenset[int] = frozenset()  # positions in ``items``
+
+    @classmethod
+    def of(cls, items: Sequence[ScoredItem], history: Iterable[str]) -> CachedList:
+        had = set(history)
+        return cls(list(items), frozenset(n for n, item in enumerate(items) if item.item_id in had))
+
+    def visible(self, exclude_seen: bool) -> list[ScoredItem]:
+        """The list as served: without the items the user already had when ``exclude_seen``."""
+        if not exclude_seen or not self.seen:
+            return self.items
+        return [item for n, item in enumerate(self.items) if n not in self.seen]
+
+
+def encode_entry(entry: CachedList) -> str:
+    return json.dumps(
+        {"items": [[item.item_id, item.score] for item in entry.items], "seen": sorted(entry.seen)},
+        separators=(",", ":"),
+    )
+
+
+def decode_entry(raw: bytes | str) -> CachedList:
+    """Parse an entry; ValueError/KeyError/TypeError for anything else (old formats included)."""
+    entry = json.loads(raw)
+    items = [ScoredItem(item_id=str(item_id), score=float(score)) for item_id, score in entry["items"]]
+    if not all(math.isfinite(item.score) for item in items):
+        raise ValueError("non-finite score")
+    seen = frozenset(int(n) for n in entry["seen"])
+    if any(not 0 <= n < len(items) for n in seen):
+        raise ValueError("seen position outside the list")
+    return CachedList(items, seen)
 
 
 class RecommendationCache:
@@ -43,44 +95,78 @@ class RecommendationCache:
         self._client = client
         self.model_version = model_version
         self.ttl_s = ttl_s
+        self._put_if_len = client.register_script(PUT_IF_HISTORY_LEN)
 
     def key(self, user_id: str) -> str:
         return topk_key(self.model_version, user_id)
+
+    def stale_key(self, user_id: str) -> str:
+        return stale_key(self.model_version, user_id)
 
     @property
     def client(self) -> redis.Redis:
         return self._client
 
-    async def get(self, user_id: str) -> list[ScoredItem] | None:
+    async def get(self, user_id: str) -> CachedList | None:
         """The cached list, or None on a miss (or an unreadable entry, which is dropped)."""
         return await self.parse(user_id, await self._client.get(self.key(user_id)))
 
-    def queue_get(self, pipe: Pipeline, user_id: str) -> None:
-        """Add the read of ``get`` to a pipeline; ``parse`` its reply."""
-        pipe.get(self.key(user_id))
+    def queue_get_stale(self, pipe: Pipeline, user_id: str) -> None:
+        """Add the read of the user's last invalidated list to a pipeline; ``parse_stale`` its reply."""
+        pipe.get(self.stale_key(user_id))
 
-    async def parse(self, user_id: str, raw: bytes | str | None) -> list[ScoredItem] | None:
+    async def parse(self, user_id: str, raw: bytes | str | None) -> CachedList | None:
+        return await self._parse(self.key(user_id), raw)
+
+    async def parse_stale(self, user_id: str, raw: bytes | str | None) -> CachedList | None:
+        return await self._parse(self.stale_key(user_id), raw)
+
+    async def _parse(self, key: str, raw: bytes | str | None) -> CachedList | None:
         if raw is None:
             return None
         try:
-            return decode_items(raw)
+            return decode_entry(raw)
         except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("dropping corrupt cache entry %s: %r", self.key(user_id), exc)
-            await self.invalidate(user_id)
+            logger.warning("dropping corrupt cache entry %s: %r", key, exc)
+            await self._client.delete(key)
             return None
 
-    async def put(self, user_id: str, items: Sequence[ScoredItem]) -> None:
-        await self._client.set(self.key(user_id), encode_items(items), ex=self.ttl_s)
+    async def put(self, user_id: str, entry: CachedList) -> None:
+        await self._client.set(self.key(user_id), encode_entry(entry), ex=self.ttl_s)
 
-    async def put_many(self, lists: Mapping[str, Sequence[ScoredItem]]) -> None:
+    async def put_unless_history_changed(
+        self, user_id: str, entry: CachedList, history_key: str, history_len: int
+    ) -> bool:
+        """``put``, but only while the history the list was computed from is unchanged (its
+        length: events only append). An event that lands while the model runs has invalidated
+        the entry already, and must not be undone by a list without its item."""
+        written = await self._put_if_len(
+            keys=[history_key, self.key(user_id)], args=[history_len, encode_entry(entry), self.ttl_s]
+        )
+        return bool(written)
+
+    async def put_many(self, entries: Mapping[str, CachedList]) -> None:
         """Write many users' lists in ONE pipelined round trip (no MULTI: entries are independent)."""
-        if not lists:
+        if not entries:
             return
         async with self._client.pipeline(transaction=False) as pipe:
-            for user_id, items in lists.items():
-                pipe.set(self.key(user_id), encode_items(items), ex=self.ttl_s)
+            self.queue_put_many(pipe, entries)
             await pipe.execute()
+
+    def queue_put_many(self, pipe: Pipeline, entries: Mapping[str, CachedList]) -> None:
+        """Add the writes of ``put_many`` to a pipeline (to commit them with other writes)."""
+        for user_id, entry in entries.items():
+            pipe.set(self.key(user_id), encode_entry(entry), ex=self.ttl_s)
+
+    def queue_invalidate(self, pipe: Pipeline, user_ids: Iterable[str]) -> None:
+        """Add the invalidation of the users' lists to a pipeline: each live list becomes the
+        user's stale list (kept for degraded answers, with its remaining TTL) and stops being hit."""
+        for user_id in user_ids:
+            pipe.copy(self.key(user_id), self.stale_key(user_id), replace=True)
+            pipe.delete(self.key(user_id))
 
     async def invalidate(self, user_id: str) -> None:
         """Drop the user's list, e.g. after new interactions make it stale."""
-        await self._client.delete(self.key(user_id))
+        async with self._client.pipeline(transaction=True) as pipe:
+            self.queue_invalidate(pipe, [user_id])
+            await pipe.execute()

@@ -7,7 +7,7 @@ Histories are not versioned by model: they are facts about users, not model outp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
@@ -52,10 +52,10 @@ class HistoryStore:
             await pipe.execute()
 
     async def append_many(
-        self, new_items: Mapping[str, Sequence[str]], *, delete_keys: Sequence[str] = ()
+        self, new_items: Mapping[str, Sequence[str]], *, also: Callable[[Pipeline], None] | None = None
     ) -> None:
-        """Append to many users' histories and delete ``delete_keys`` (their now-stale cached
-        lists) in one MULTI: either every write lands or none does."""
+        """Append to many users' histories and queue ``also``'s writes (the invalidation of their
+        now-stale cached lists) in one MULTI: either every write lands or none does."""
         if not new_items:
             return
         async with self._client.pipeline(transaction=True) as pipe:
@@ -66,8 +66,8 @@ class HistoryStore:
                 pipe.rpush(key, *item_ids)
                 if self._max_len:
                     pipe.ltrim(key, -self._max_len, -1)
-            if delete_keys:
-                pipe.delete(*delete_keys)
+            if also is not None:
+                also(pipe)
             await pipe.execute()
 
     async def append(self, user_id: str, item_ids: Sequence[str]) -> None:

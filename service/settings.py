@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=2.0, gt=0)
     redis_max_connections: int = Field(default=256, ge=1)
     engine_timeout_s: float = Field(default=60.0, gt=0)
+    # The engine service (``genrec engine``) the API sends cache misses and rankings to; unset:
+    # the API runs the engine in its own process.
+    engine_url: str | None = None
+    # Where ``genrec engine`` listens.
+    engine_host: str = "0.0.0.0"
+    engine_port: int = Field(default=8001, ge=0, le=65535)
+    rank_max_candidates: int = Field(default=100, ge=1)
     log_level: str = "INFO"
     # When set, every endpoint but health and metrics needs header X-API-Key with this value.
     api_key: str | None = None

@@ -13,7 +13,7 @@ from model.catalog import Catalog
 from service.app import create_app
 from service.cache import RecommendationCache
 from service.history import HistoryStore
-from service.recommend import RecommendService
+from service.recommend import RecommendService, local_engine
 from service.settings import Settings
 
 
@@ -46,7 +46,7 @@ def history(redis_client: redis.Redis) -> HistoryStore:
 def service(
     recommender: HashRecommender, cache: RecommendationCache, history: HistoryStore, settings: Settings
 ) -> RecommendService:
-    return RecommendService(recommender, cache, history, settings)
+    return RecommendService(local_engine(recommender, settings), cache, history, settings)
 
 
 @pytest.fixture

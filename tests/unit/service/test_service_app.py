@@ -79,7 +79,17 @@ async def test_metrics_count_sources(client: httpx.AsyncClient, history: History
     assert 'genrec_recommendations_total{source="cache"} 1.0' in text
     assert 'genrec_recommendations_total{source="fallback"} 1.0' in text
     assert "genrec_engine_batch_size_count 1.0" in text
-    assert "http_requests_total" in text
+    # latency by route template (the cache-hit path's own middleware), /metrics not counted
+    assert (
+        'genrec_http_request_duration_seconds_count{handler="/recommend",method="GET",status="200"} 3.0'
+        in text
+    )
+    assert "/metrics" not in text
+    await client.get("/v1/items/i3")
+    await client.get("/no/such/path")
+    text = (await client.get("/metrics")).text
+    assert 'handler="/v1/items/{item_id}",method="GET",status="200"' in text
+    assert 'handler="unmatched",method="GET",status="404"' in text
 
 
 async def test_unreachable_redis_is_not_ready(recommender: HashRecommender) -> None:

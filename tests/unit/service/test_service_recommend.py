@@ -10,8 +10,10 @@ from service_fakes import HashRecommender
 
 from model.catalog import Catalog
 from service.cache import RecommendationCache
+from service.engine_runner import EngineTimeout, ModelRunner
 from service.history import HistoryStore
-from service.recommend import EngineTimeout, InvalidK, ModelRunner, RecommendService, usable_history
+from service.recommend import Event, InvalidRequest, RecommendService, local_engine, usable_history
+from service.render import RecommendResult
 from service.settings import Settings
 
 
@@ -21,7 +23,9 @@ async def test_miss_runs_the_model_then_hits_the_cache(
     await history.set_many({"u1": ["i1", "i2", "i3"]})
     first = await service.recommend("u1", 10, exclude_seen=False)
     assert first.source == "model"
-    assert first.model_version == recommender.model_version
+    assert (
+        RecommendResult.model_validate_json(service.render(first)).model_version == recommender.model_version
+    )
     assert [item.item_id for item in first.items] == [
         s.item_id for s in recommender.top_k(["i1", "i2", "i3"], settings.max_k)[:10]
     ]
@@ -39,13 +43,16 @@ async def test_cache_holds_max_k_and_requests_slice_it(
     await history.set_many({"u1": ["i4"]})
     three = await service.recommend("u1", 3, exclude_seen=False)
     cached = await cache.get("u1")
-    assert cached is not None and len(cached) == settings.max_k
+    assert cached is not None and len(cached.items) == settings.max_k
     full = await service.recommend("u1", settings.max_k, exclude_seen=False)
     assert full.source == "cache"
     assert len(full.items) == settings.max_k
     assert full.items[:3] == three.items
     assert len({item.item_id for item in full.items}) == settings.max_k
-    assert all(item.title == f"Item {item.item_id[1:]}" for item in full.items)
+    rendered = RecommendResult.model_validate_json(service.render(full))
+    assert [item.item_id for item in rendered.items] == [item.item_id for item in full.items]
+    assert all(item.title == f"Item {item.item_id[1:]}" for item in rendered.items)
+    assert [item.score for item in rendered.items] == [item.score for item in full.items]
 
 
 async def test_unknown_user_gets_popular_items_uncached(
@@ -88,7 +95,7 @@ async def test_only_the_last_history_len_items_reach_the_model(
 
 @pytest.mark.parametrize("k", [0, -1, 21])
 async def test_k_outside_1_to_max_k_is_rejected(service: RecommendService, k: int) -> None:
-    with pytest.raises(InvalidK, match="between 1 and 20"):
+    with pytest.raises(InvalidRequest, match="between 1 and 20"):
         await service.recommend("u1", k)
 
 
@@ -103,7 +110,7 @@ async def test_slow_model_times_out(
 ) -> None:
     slow = HashRecommender(catalog, delay_s=0.5)
     settings = Settings(redis_url=redis_url, engine_timeout_s=0.1)
-    service = RecommendService(slow, cache, history, settings)
+    service = RecommendService(local_engine(slow, settings), cache, history, settings)
     await history.set_many({"u1": ["i1"]})
     result = await service.recommend("u1", 5)
     assert result.source == "fallback"
@@ -111,7 +118,7 @@ async def test_slow_model_times_out(
     assert len(result.items) == 5
     assert await cache.get("u1") is None
     with pytest.raises(EngineTimeout, match="did not answer within"):
-        await service.runner.run([["i1"]], 5)
+        await service.engine.run([["i1"]], 5)
 
 
 async def test_concurrent_misses_are_batched_and_never_overlap(
@@ -121,7 +128,7 @@ async def test_concurrent_misses_are_batched_and_never_overlap(
     runner = ModelRunner(slowish, timeout_s=5.0, max_batch=4)
     sizes: list[int] = []
     runner.on_batch = sizes.append
-    service = RecommendService(slowish, cache, history, settings, runner)
+    service = RecommendService(runner, cache, history, settings)
     await history.set_many({f"u{n}": [f"i{n}"] for n in range(9)})
     results = await asyncio.gather(*(service.recommend(f"u{n}", 5, exclude_seen=False) for n in range(9)))
     assert {r.source for r in results} == {"model"}
@@ -136,7 +143,7 @@ async def test_concurrent_misses_of_one_user_are_one_generation(
     catalog: Catalog, cache: RecommendationCache, history: HistoryStore, settings: Settings
 ) -> None:
     slowish = HashRecommender(catalog, delay_s=0.05)
-    service = RecommendService(slowish, cache, history, settings, ModelRunner(slowish, timeout_s=5.0))
+    service = RecommendService(ModelRunner(slowish, timeout_s=5.0), cache, history, settings)
     await history.set_many({"u1": ["i3"]})
     results = await asyncio.gather(*(service.recommend("u1", 5) for _ in range(6)))
     assert len({tuple(i.item_id for i in r.items) for r in results}) == 1
@@ -167,4 +174,71 @@ def test_cache_of_another_model_version_is_refused(
 ) -> None:
     other = RecommendationCache(redis_client, "other-version", ttl_s=60)
     with pytest.raises(ValueError, match="other-version"):
-        RecommendService(recommender, other, history, settings)
+        RecommendService(local_engine(recommender, settings), other, history, settings)
+
+
+async def test_a_hit_excludes_seen_items_from_the_entry_alone(
+    service: RecommendService, history: HistoryStore, cache: RecommendationCache, recommender: HashRecommender
+) -> None:
+    """The cached entry marks what the user had, so a hit reads no history: a history written
+    behind the service's back (no event, so no invalidation) does not change the hit."""
+    had = ["i1", "i2", "i3", "i4", "i5"]
+    top = [s.item_id for s in recommender.top_k(had, 20)]
+    assert set(top) & set(had)  # 20 of 30 items: the list holds some of the user's own
+    await history.set_many({"u1": had})
+    first = await service.recommend("u1", 5)
+    assert first.source == "model"
+    assert [i.item_id for i in first.items] == [t for t in top if t not in had][:5]
+    cached = await cache.get("u1")
+    assert cached is not None and {cached.items[n].item_id for n in cached.seen} == set(top) & set(had)
+    await history.set_many({"u1": had})  # the same facts, rewritten
+    hit = await service.recommend("u1", 5)
+    assert hit.source == "cache" and hit.items == first.items
+    everything = await service.recommend("u1", 5, exclude_seen=False)
+    assert everything.source == "cache"
+    assert everything.items == cached.items[:5]
+
+
+async def test_model_down_serves_the_stale_list_then_the_fallback(
+    catalog: Catalog, cache: RecommendationCache, history: HistoryStore, settings: Settings
+) -> None:
+    class Broken(HashRecommender):
+        broken = False
+
+        def recommend(self, histories, k):  # type: ignore[no-untyped-def]
+            if self.broken:
+                raise RuntimeError("engine crashed")
+            return super().recommend(histories, k)
+
+    broken = Broken(catalog)
+    service = RecommendService(local_engine(broken, settings), cache, history, settings)
+    await history.set_many({"u1": ["i1"], "u2": ["i2"]})
+    before = await service.recommend("u1", 5)
+    entry = await cache.get("u1")
+    assert entry is not None
+    got = before.items[0].item_id
+    broken.broken = True
+    await service.record_events([Event(user_id="u1", item_id=got)])
+    stale = await service.recommend("u1", 5)
+    assert stale.source == "cache"
+    assert stale.degraded is not None and "engine crashed" in stale.degraded
+    assert "before the latest events" in stale.degraded
+    # the old list, without what the user has now (including the item just got)
+    assert stale.items == [i for i in entry.items if i.item_id not in {"i1", got}][:5]
+    fallback = await service.recommend("u2", 5)  # nothing cached before: popular items
+    assert fallback.source == "fallback" and fallback.degraded is not None
+
+
+async def test_an_event_during_a_miss_is_not_undone_by_its_list(
+    catalog: Catalog, cache: RecommendationCache, history: HistoryStore, settings: Settings
+) -> None:
+    slow = HashRecommender(catalog, delay_s=0.3)
+    service = RecommendService(local_engine(slow, settings), cache, history, settings)
+    await history.set_many({"u1": ["i1"]})
+    miss = asyncio.create_task(service.recommend("u1", 5))
+    await asyncio.sleep(0.1)  # the model is running on history ["i1"]
+    await service.record_events([Event(user_id="u1", item_id="i2")])
+    assert (await miss).source == "model"
+    assert await cache.get("u1") is None  # the list computed without i2 was not cached
+    again = await service.recommend("u1", 5)
+    assert again.source == "model" and slow.calls[-1] == [["i1", "i2"]]
