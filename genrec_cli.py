@@ -6,6 +6,8 @@ This module is the composition root: it is the only place that sees both ``train
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -81,33 +83,55 @@ def precompute(
     data: Annotated[
         Path | None, typer.Option(help="LC-Rec dataset directory: precompute all its users")
     ] = None,
-    k: Annotated[int | None, typer.Option(help="list length to cache (default: MAX_K)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="users per engine call (default: settings)")] = None,
+    from_store: Annotated[bool, typer.Option("--from-store", help=service_cli.FROM_STORE_HELP)] = False,
+    k: Annotated[int | None, typer.Option(help=service_cli.K_HELP)] = None,
+    batch_size: Annotated[int | None, typer.Option(help=service_cli.BATCH_SIZE_HELP)] = None,
+    only_stale: Annotated[bool, typer.Option("--only-stale", help=service_cli.ONLY_STALE_HELP)] = False,
+    restart: Annotated[bool, typer.Option("--restart", help=service_cli.RESTART_HELP)] = False,
 ) -> None:
-    """Compute every known user's top-K with the engine and write it (and their history) to Redis."""
-    if (histories is None) == (data is None):
-        raise _fail("give exactly one of --histories FILE.jsonl or --data DATASET_DIR")
-    if histories is not None:
-        service_cli.precompute_command(histories=histories, k=k, batch_size=batch_size)
-        return
-    from service.settings import get_settings
-    from training.data import DataError, load_lcrec, serving_histories
+    """Compute every known user's top-K with the engine and write it (and their history) to Redis.
 
-    settings = get_settings()
-    service_cli.configure_logging(settings.log_level)
-    assert data is not None
-    try:
-        dataset = load_lcrec(data)
-        summary = service_cli.run_precompute(
-            settings,
-            serving_histories(dataset),
-            k if k is not None else settings.max_k,
-            batch_size if batch_size is not None else settings.precompute_batch_size,
-            total=len(dataset.sequences),
+    Resumable: run the same command again after an interruption and it continues where it stopped.
+    """
+    if sum((histories is not None, data is not None, from_store)) != 1:
+        raise _fail("give exactly one of --histories FILE.jsonl, --data DATASET_DIR or --from-store")
+    if data is None:
+        service_cli.precompute_command(
+            histories=histories,
+            from_store=from_store,
+            k=k,
+            batch_size=batch_size,
+            only_stale=only_stale,
+            restart=restart,
         )
-    except (DataError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        raise _fail(str(exc)) from exc
-    typer.echo(f"cached top-K for {summary.cached}/{summary.users} users ({summary.users_per_s:.1f} users/s)")
+        return
+    from training.data import DataError
+
+    dataset_dir = data
+    service_cli.precompute_cli(
+        lambda: _dataset_input(dataset_dir),
+        k,
+        batch_size,
+        restart=restart,
+        only_stale=only_stale,
+        input_errors=(DataError, FileNotFoundError),
+    )
+
+
+def _dataset_input(path: Path) -> service_cli.PrecomputeInput:
+    """A dataset's users (full sequences) with an identity that changes with any of them.
+
+    The digest covers every user id and sequence in order, so resuming by position is safe
+    exactly when it is the same data; hashing is cheap next to one engine call.
+    """
+    from training.data import load_lcrec, serving_histories
+
+    dataset = load_lcrec(path)
+    digest = hashlib.sha256()
+    for user, sequence in dataset.sequences.items():
+        digest.update(json.dumps([user, sequence]).encode())
+    job = f"data:{path.resolve()}:{digest.hexdigest()[:16]}"
+    return service_cli.PrecomputeInput(serving_histories(dataset), job, len(dataset.sequences))
 
 
 @dataclass(frozen=True)

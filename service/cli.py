@@ -9,19 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import redis.asyncio as redis
 import typer
 from pydantic import BaseModel, Field, ValidationError
+from redis import Redis as SyncRedis
+from redis.exceptions import RedisError
 
 from model.recommender import Recommender
 from service.cache import RecommendationCache
 from service.history import HistoryStore
-from service.precompute import PrecomputeSummary, precompute
+from service.precompute import PrecomputeFailed, PrecomputeSummary, StoredUsers, precompute
 from service.redis_server import EmbeddedRedis
 from service.settings import Settings, get_settings
 
@@ -29,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1  # a good run that stopped part-way (engine, Redis): run it again to resume
 HISTORIES_HELP = 'JSONL, one {"user_id": str, "history": \\[item_id, ...]} per line'
 
 app = typer.Typer(help="serve recommendations, precompute the cache.", no_args_is_help=True)
@@ -71,35 +75,96 @@ def count_histories(path: Path) -> int:
     return sum(1 for _ in read_histories(path))
 
 
+@dataclass(frozen=True)
+class PrecomputeInput:
+    """The users of one precompute run and what identifies them for the resume checkpoint."""
+
+    users: Iterable[tuple[str, list[str]]] | StoredUsers
+    job: str | None  # None: no checkpoint (the order of ``users`` is not known to repeat)
+    total: int | None  # sizes the progress bar; None when unknown (the store)
+
+
+def histories_input(path: Path) -> PrecomputeInput:
+    """A histories file, validated whole before any model is loaded.
+
+    Its identity is path, size and modification time: a rewritten file is a new job (its
+    order may differ, so resuming by position could skip users), an untouched one resumes.
+    """
+    total = count_histories(path)
+    stat = path.stat()
+    job = f"histories:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return PrecomputeInput(read_histories(path), job, total)
+
+
+def store_input() -> PrecomputeInput:
+    return PrecomputeInput(StoredUsers(), StoredUsers().job, None)
+
+
+def check_precompute_args(settings: Settings, k: int, batch_size: int) -> None:
+    """Reject what would fail later, before the input is read or the model loaded (seconds vs minutes)."""
+    if settings.redis_url is None:
+        raise RuntimeError("REDIS_URL is not set: precompute needs the Redis server the service will read")
+    if not 1 <= k <= settings.max_k:
+        raise ValueError(f"k must be between 1 and max_k={settings.max_k} (MAX_K), got {k}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+
+
+def check_redis(redis_url: str, timeout_s: float) -> None:
+    """One PING, so an unreachable REDIS_URL is reported before minutes of model loading."""
+    client = SyncRedis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.ping()
+    except RedisError as exc:
+        raise RuntimeError(f"cannot reach Redis at REDIS_URL: {exc}") from exc
+    finally:
+        client.close()
+
+
 def run_precompute(
     settings: Settings,
-    users: Iterable[tuple[str, list[str]]],
+    users: Iterable[tuple[str, list[str]]] | StoredUsers,
     k: int,
     batch_size: int,
     *,
     recommender: Recommender | None = None,
     total: int | None = None,
+    job: str | None = None,
+    restart: bool = False,
+    only_stale: bool = False,
 ) -> PrecomputeSummary:
-    """Fill REDIS_URL's Redis with each user's history and top-``k``; loads the bundle unless given one."""
-    if settings.redis_url is None:
-        raise RuntimeError("REDIS_URL is not set: precompute needs the Redis server the service will read")
-    if not 1 <= k <= settings.max_k:
-        raise ValueError(f"k must be between 1 and max_k={settings.max_k}, got {k}")
+    """Fill REDIS_URL's Redis with each user's top-``k`` (and history); loads the bundle unless given one.
+
+    ``job``, ``restart`` and ``only_stale`` are those of :func:`service.precompute.precompute`;
+    raises PrecomputeFailed when the run stops part-way.
+    """
+    check_precompute_args(settings, k, batch_size)
+    assert settings.redis_url is not None
+    check_redis(settings.redis_url, settings.redis_timeout_s)
     if recommender is None:
         from service.engine import load_recommender
 
         recommender = load_recommender(settings)
-    return asyncio.run(_precompute(settings, settings.redis_url, recommender, users, k, batch_size, total))
+    options = PrecomputeOptions(k, batch_size, total, job, restart, only_stale)
+    return asyncio.run(_precompute(settings, settings.redis_url, recommender, users, options))
+
+
+@dataclass(frozen=True)
+class PrecomputeOptions:
+    k: int
+    batch_size: int
+    total: int | None
+    job: str | None
+    restart: bool
+    only_stale: bool
 
 
 async def _precompute(
     settings: Settings,
     redis_url: str,
     recommender: Recommender,
-    users: Iterable[tuple[str, list[str]]],
-    k: int,
-    batch_size: int,
-    total: int | None,
+    users: Iterable[tuple[str, list[str]]] | StoredUsers,
+    options: PrecomputeOptions,
 ) -> PrecomputeSummary:
     client = redis.Redis.from_url(
         redis_url, socket_timeout=settings.redis_timeout_s, socket_connect_timeout=settings.redis_timeout_s
@@ -111,13 +176,59 @@ async def _precompute(
             users,
             cache,
             HistoryStore(client),
-            k=k,
-            batch_size=batch_size,
+            k=options.k,
+            batch_size=options.batch_size,
             history_len=settings.history_len,
-            total=total,
+            total=options.total,
+            job=options.job,
+            restart=options.restart,
+            only_stale=options.only_stale,
         )
     finally:
         await client.aclose()
+
+
+def precompute_cli(
+    open_input: Callable[[], PrecomputeInput],
+    k: int | None,
+    batch_size: int | None,
+    *,
+    restart: bool,
+    only_stale: bool,
+    input_errors: tuple[type[Exception], ...] = (),
+) -> None:
+    """The precompute command's body, shared with ``genrec precompute --data``.
+
+    Bad settings or input exit 2 before any model is loaded; a run that fails part-way exits 1
+    and says how to resume. The summary goes to stdout and the log.
+    """
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    k = k if k is not None else settings.max_k
+    batch_size = batch_size if batch_size is not None else settings.precompute_batch_size
+    bad_input: tuple[type[Exception], ...] = (HistoryFileError, ValueError, RuntimeError, *input_errors)
+    try:
+        check_precompute_args(settings, k, batch_size)
+        source = open_input()
+        summary = run_precompute(
+            settings,
+            source.users,
+            k,
+            batch_size,
+            total=source.total,
+            job=source.job,
+            restart=restart,
+            only_stale=only_stale,
+        )
+    except PrecomputeFailed as exc:
+        logger.error("%s", exc)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from exc
+    except bad_input as exc:
+        logger.error("%s", exc)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    typer.echo(f"precompute top-{k}: {summary.describe()}")
 
 
 def configure_logging(level: str) -> None:
@@ -172,38 +283,65 @@ def serve_until_stopped(
 
 @app.command()
 def serve() -> None:
-    """Serve GET /recommend on HOST:PORT; starts an embedded Redis when REDIS_URL is not set."""
+    """Serve the API on HOST:PORT: cache misses and rankings go to the engine service at
+    ENGINE_URL, or to an engine in this process when it is unset; starts an embedded Redis when
+    REDIS_URL is not set."""
     settings = get_settings()
     configure_logging(settings.log_level)
     with redis_available(settings) as settings:
         serve_until_stopped(settings)
 
 
-@app.command("precompute")
-def precompute_command(
-    histories: Annotated[Path, typer.Option(help=HISTORIES_HELP)],
-    k: Annotated[int | None, typer.Option(help="list length to cache (default: MAX_K)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="users per engine call (default: settings)")] = None,
-) -> None:
-    """Precompute and cache the top-K of every user in a histories file."""
+ONLY_STALE_HELP = "skip users that already have a cached list for this model version"
+RESTART_HELP = "ignore the checkpoint of an interrupted run of the same job and start over"
+FROM_STORE_HELP = (
+    "precompute every user whose history is in Redis (genrec:hist:*), e.g. to refresh a deployment"
+)
+K_HELP = "list length to cache (default: MAX_K)"
+BATCH_SIZE_HELP = "users per engine call (default: PRECOMPUTE_BATCH_SIZE)"
+
+
+@app.command()
+def engine() -> None:
+    """Serve the engine (the model) on ENGINE_HOST:ENGINE_PORT for APIs and jobs with ENGINE_URL."""
+    import uvicorn
+
+    from service.engine_server import create_engine_app
+
     settings = get_settings()
     configure_logging(settings.log_level)
-    try:
-        total = count_histories(histories)
-        summary = run_precompute(
-            settings,
-            read_histories(histories),
-            k if k is not None else settings.max_k,
-            batch_size if batch_size is not None else settings.precompute_batch_size,
-            total=total,
-        )
-    except (HistoryFileError, ValueError, RuntimeError) as exc:
-        logger.error("%s", exc)
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from exc
-    typer.echo(
-        f"cached top-{k or settings.max_k} for {summary.cached}/{summary.users} users "
-        f"in {summary.wall_s:.1f}s ({summary.users_per_s:.1f} users/s)"
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    uvicorn.run(
+        create_engine_app(settings),
+        host=settings.engine_host,
+        port=settings.engine_port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command("precompute")
+def precompute_command(
+    histories: Annotated[Path | None, typer.Option(help=HISTORIES_HELP)] = None,
+    from_store: Annotated[bool, typer.Option("--from-store", help=FROM_STORE_HELP)] = False,
+    k: Annotated[int | None, typer.Option(help=K_HELP)] = None,
+    batch_size: Annotated[int | None, typer.Option(help=BATCH_SIZE_HELP)] = None,
+    only_stale: Annotated[bool, typer.Option("--only-stale", help=ONLY_STALE_HELP)] = False,
+    restart: Annotated[bool, typer.Option("--restart", help=RESTART_HELP)] = False,
+) -> None:
+    """Precompute and cache the top-K of every user of a histories file or of the history store.
+
+    Resumable: run the same command again after an interruption and it continues where it stopped.
+    """
+    if (histories is None) == (not from_store):
+        typer.echo("error: give exactly one of --histories FILE.jsonl or --from-store", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    path = histories
+    precompute_cli(
+        (lambda: histories_input(path)) if path is not None else store_input,
+        k,
+        batch_size,
+        restart=restart,
+        only_stale=only_stale,
     )
 
 

@@ -1,18 +1,24 @@
-"""The CLI: histories JSONL parsing with located errors, run_precompute, settings from env."""
+"""The CLI: histories JSONL parsing with located errors, run_precompute, the precompute command, settings."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aredis
 from pydantic import ValidationError
 from service_fakes import HashRecommender
 from typer.testing import CliRunner
 
-from service.cache import topk_key
+from model.catalog import Catalog
+from model.recommender import ScoredItem
+from service.cache import decode_entry, topk_key
 from service.cli import HistoryFileError, app, read_histories, run_precompute
+from service.history import HistoryStore
 from service.settings import Settings, get_settings
 
 
@@ -79,7 +85,7 @@ def test_run_precompute_fills_redis(tmp_path: Path, redis_url: str, recommender:
     client = redis.Redis.from_url(redis_url)
     try:
         raw = client.get(topk_key(recommender.model_version, "u1"))
-        assert raw is not None and len(json.loads(raw)) == 5
+        assert raw is not None and len(decode_entry(raw).items) == 5
     finally:
         client.close()
 
@@ -89,6 +95,113 @@ def test_run_precompute_needs_redis_url_and_valid_k(recommender: HashRecommender
         run_precompute(Settings(redis_url=None), [], 5, 8, recommender=recommender)
     with pytest.raises(ValueError, match="k must be between 1 and max_k=20"):
         run_precompute(Settings(redis_url=redis_url), [], 21, 8, recommender=recommender)
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """Environment of a precompute command on the test Redis; ``load_recommender`` is swapped by each test."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("ARTIFACTS", str(tmp_path / "no-bundle-here"))
+    monkeypatch.setenv("HISTORY_LEN", "5")
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def serve_model(monkeypatch: pytest.MonkeyPatch, recommender: object) -> None:
+    """The bundle the command loads: the in-test recommender (no model files in unit tests)."""
+    monkeypatch.setattr("service.engine.load_recommender", lambda settings: recommender)
+
+
+def no_model(settings: Settings) -> None:
+    raise AssertionError("the model was loaded before the input was checked")
+
+
+class FailingRecommender(HashRecommender):
+    """Dies on its second engine call."""
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+        if self.calls:
+            raise RuntimeError("engine died")
+        return super().recommend(histories, k)
+
+
+def histories_file(path: Path, n: int) -> Path:
+    lines = [
+        json.dumps({"user_id": f"u{u}", "history": [f"i{u % 30}", f"i{(u + 1) % 30}"]}) for u in range(n)
+    ]
+    return write_lines(path, lines)
+
+
+@pytest.mark.parametrize("args", [[], ["--histories", "h.jsonl", "--from-store"]])
+def test_precompute_command_needs_exactly_one_input(cli_env: pytest.MonkeyPatch, args: list[str]) -> None:
+    result = CliRunner().invoke(app, ["precompute", *args])
+    assert result.exit_code == 2
+    assert "exactly one of --histories FILE.jsonl or --from-store" in result.output
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({"REDIS_URL": None}, ["--from-store"], "REDIS_URL is not set"),
+        ({}, ["--from-store", "--k", "21"], "k must be between 1 and max_k=20 (MAX_K), got 21"),
+        ({"MAX_K": "10"}, ["--from-store", "--k", "0"], "k must be between 1 and max_k=10"),
+        ({}, ["--histories", "absent.jsonl"], "absent.jsonl: cannot read histories file"),
+        ({"REDIS_URL": "redis://127.0.0.1:1/0"}, ["--from-store"], "cannot reach Redis at REDIS_URL"),
+    ],
+)
+def test_precompute_command_errors_name_the_problem_before_loading_a_model(
+    cli_env: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str | None], args: list[str], message: str
+) -> None:
+    for name, value in env.items():
+        if value is None:
+            cli_env.delenv(name, raising=False)
+        else:
+            cli_env.setenv(name, value)
+    cli_env.setattr("service.engine.load_recommender", no_model)
+    cli_env.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["precompute", *args])
+    assert result.exit_code == 2, result.output
+    assert f"error: {message}" in result.output
+
+
+async def test_precompute_command_resumes_an_interrupted_run_and_prints_the_summary(
+    cli_env: pytest.MonkeyPatch, tmp_path: Path, catalog: Catalog, redis_client: aredis.Redis
+) -> None:
+    path = histories_file(tmp_path / "h.jsonl", 25)
+    args = ["precompute", "--histories", str(path), "--batch-size", "10"]
+    serve_model(cli_env, FailingRecommender(catalog))
+    failed = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert failed.exit_code == 1
+    assert "engine died after 10 users; run the same command again to resume" in failed.output
+
+    healthy = HashRecommender(catalog)
+    serve_model(cli_env, healthy)
+    done = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert done.exit_code == 0, done.output
+    assert "15 users read in 2 batches, 15 cached" in done.output
+    assert "10 skipped via resume" in done.output
+    assert sum(len(call) for call in healthy.calls) == 15
+    assert await redis_client.exists(*(topk_key("test-v1", f"u{u}") for u in range(25))) == 25
+
+
+async def test_precompute_command_from_store_only_stale(
+    cli_env: pytest.MonkeyPatch, catalog: Catalog, redis_client: aredis.Redis
+) -> None:
+    store = HistoryStore(redis_client)
+    await store.set_many({f"u{u}": [f"i{u % 30}"] for u in range(40)})
+    serve_model(cli_env, HashRecommender(catalog))
+    first = await asyncio.to_thread(CliRunner().invoke, app, ["precompute", "--from-store", "--only-stale"])
+    assert first.exit_code == 0, first.output
+    assert "40 cached, 0 skipped as fresh" in first.output
+
+    await redis_client.delete(topk_key("test-v1", "u5"))
+    again = HashRecommender(catalog)
+    serve_model(cli_env, again)
+    second = await asyncio.to_thread(CliRunner().invoke, app, ["precompute", "--from-store", "--only-stale"])
+    assert second.exit_code == 0, second.output
+    assert "1 cached, 39 skipped as fresh" in second.output
+    assert again.calls == [[["i5"]]]
 
 
 def test_settings_come_from_env_case_insensitively(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,58 +1,150 @@
-"""The precompute job fills the cache batch by batch, and the app then serves from it."""
+"""The precompute job on a real Redis: batches, resume from the checkpoint, only-stale, the store.
+
+The engine is the in-test HashRecommender (deterministic per history); a subclass fails or
+blocks on a chosen call to stand in for an engine error or a Ctrl-C mid-run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
 
-import redis.asyncio as redis
+import pytest
+import redis
+import redis.asyncio as aredis
 from service_fakes import HashRecommender, open_client
 
+from model.catalog import Catalog
 from model.recommender import ScoredItem
 from service.app import create_app
-from service.cache import RecommendationCache
-from service.history import HistoryStore
-from service.precompute import precompute
-from service.recommend import RecommendService
+from service.cache import CachedList, RecommendationCache
+from service.history import HistoryStore, history_key
+from service.precompute import (
+    CHECKPOINT_KEY,
+    PrecomputeFailed,
+    PrecomputeSummary,
+    StoredUsers,
+    job_fingerprint,
+    precompute,
+)
+from service.recommend import usable_history
 from service.settings import Settings
 
-
-class CountingCache(RecommendationCache):
-    """The real cache, counting put_many calls (each is one pipeline round trip)."""
-
-    def __init__(self, client: redis.Redis, model_version: str, ttl_s: int) -> None:
-        super().__init__(client, model_version, ttl_s)
-        self.put_many_sizes: list[int] = []
-
-    async def put_many(self, lists: Mapping[str, Sequence[ScoredItem]]) -> None:
-        self.put_many_sizes.append(len(lists))
-        await super().put_many(lists)
+JOB = "histories:/data/h.jsonl:1234:5678"
 
 
-def make_users(n: int) -> list[tuple[str, list[str]]]:
-    return [(f"u{u}", [f"i{(u + j) % 30}" for j in range(u % 4 + 1)]) for u in range(n)]
+class FailingRecommender(HashRecommender):
+    """Raises on its ``fail_on``-th engine call (1-based), like an engine that dies mid-run."""
+
+    def __init__(self, catalog: Catalog, fail_on: int) -> None:
+        super().__init__(catalog)
+        self.fail_on = fail_on
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+        if len(self.calls) + 1 == self.fail_on:
+            self.calls.append([])  # counted, not served
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().recommend(histories, k)
 
 
-async def test_precompute_caches_every_user_one_pipeline_per_batch(
-    redis_client: redis.Redis, recommender: HashRecommender, history: HistoryStore, settings: Settings
-) -> None:
-    cache = CountingCache(redis_client, recommender.model_version, settings.cache_ttl_s)
-    users = make_users(23)
-    summary = await precompute(
+class BlockingRecommender(HashRecommender):
+    """Blocks its ``block_on``-th call until released, so a test can cancel the run inside it."""
+
+    def __init__(self, catalog: Catalog, block_on: int) -> None:
+        super().__init__(catalog)
+        self.block_on = block_on
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+        if len(self.calls) + 1 == self.block_on:
+            self.entered.set()
+            self.release.wait(timeout=10)
+        return super().recommend(histories, k)
+
+
+class HistoryChangingRecommender(HashRecommender):
+    """Appends to ``user_id``'s history while computing, as a live ``POST /events`` would."""
+
+    def __init__(self, catalog: Catalog, redis_url: str, user_id: str) -> None:
+        super().__init__(catalog)
+        self._url = redis_url
+        self._user_id = user_id
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+        with redis.Redis.from_url(self._url) as client:
+            client.rpush(history_key(self._user_id), "i29")
+        return super().recommend(histories, k)
+
+
+def make_users(n: int, prefix: str = "u") -> list[tuple[str, list[str]]]:
+    """Distinct histories for n < 60 users (start item and length both vary)."""
+    return [(f"{prefix}{u}", [f"i{(u + j) % 30}" for j in range(u % 4 + 1)]) for u in range(n)]
+
+
+def engine_saw(recommender: HashRecommender) -> list[list[str]]:
+    return [history for call in recommender.calls for history in call]
+
+
+def expected_entry(recommender: HashRecommender, history: list[str], k: int, history_len: int) -> CachedList:
+    known, _ = usable_history(history, recommender.catalog, history_len)
+    return CachedList.of(recommender.top_k(known, k), history)
+
+
+async def exec_calls(client: aredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_exec", {}).get("calls", 0))
+
+
+async def run(
+    recommender: HashRecommender,
+    users: list[tuple[str, list[str]]] | StoredUsers,
+    cache: RecommendationCache,
+    history: HistoryStore,
+    *,
+    batch_size: int = 10,
+    k: int = 20,
+    job: str | None = JOB,
+    restart: bool = False,
+    only_stale: bool = False,
+) -> PrecomputeSummary:
+    return await precompute(
         recommender,
-        iter(users),
+        users if isinstance(users, StoredUsers) else iter(users),
         cache,
         history,
-        k=settings.max_k,
-        batch_size=10,
-        history_len=settings.history_len,
+        k=k,
+        batch_size=batch_size,
+        history_len=5,
+        job=job,
+        restart=restart,
+        only_stale=only_stale,
     )
+
+
+def checkpoint_key(k: int = 20, job: str = JOB) -> str:
+    return CHECKPOINT_KEY.format(model_version="test-v1", fingerprint=job_fingerprint(job, k, 5))
+
+
+async def test_precompute_caches_every_user_one_engine_call_and_one_transaction_per_batch(
+    redis_client: aredis.Redis,
+    recommender: HashRecommender,
+    cache: RecommendationCache,
+    history: HistoryStore,
+) -> None:
+    users = make_users(23)
+    execs = await exec_calls(redis_client)
+    summary = await run(recommender, users, cache, history, job=None)
     assert (summary.users, summary.batches, summary.cached, summary.skipped_users) == (23, 3, 23, 0)
     assert summary.users_per_s > 0
     assert [len(call) for call in recommender.calls] == [10, 10, 3]  # one model call per batch
-    assert cache.put_many_sizes == [10, 10, 3]  # one pipelined write per batch
+    # Per batch one MULTI for the histories and one for the lists (+ checkpoint when there is one).
+    assert await exec_calls(redis_client) - execs == 2 * 3
     for user_id, items in users:
-        cached = await cache.get(user_id)
-        assert cached == recommender.top_k(items, settings.max_k)
+        # Read back through the cache's own reader: precompute writes the format it parses.
+        assert await cache.get(user_id) == expected_entry(recommender, items, 20, 5)
         assert await history.get(user_id, 100) == items
 
 
@@ -60,7 +152,7 @@ async def test_users_without_known_items_are_stored_not_modelled(
     cache: RecommendationCache, recommender: HashRecommender, history: HistoryStore
 ) -> None:
     users = [("a", ["i1", "nope"]), ("b", ["nope", "never"]), ("c", [])]
-    summary = await precompute(recommender, users, cache, history, k=5, batch_size=64, history_len=20)
+    summary = await run(recommender, users, cache, history, k=5, batch_size=64)
     assert (summary.users, summary.batches, summary.cached, summary.skipped_users) == (3, 1, 1, 2)
     assert summary.skipped_unknown_items == 3
     assert recommender.calls == [[["i1"]]]
@@ -68,30 +160,173 @@ async def test_users_without_known_items_are_stored_not_modelled(
     assert await history.get("b", 10) == ["nope", "never"]
 
 
-async def test_precomputed_lists_are_served_from_cache_and_match_on_demand(
-    redis_client: redis.Redis,
+async def test_resume_after_an_engine_failure_redoes_nothing_and_skips_no_one(
+    redis_client: aredis.Redis,
+    catalog: Catalog,
     cache: RecommendationCache,
-    recommender: HashRecommender,
     history: HistoryStore,
-    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    users = make_users(50)
+    failing = FailingRecommender(catalog, fail_on=3)
+    with pytest.raises(
+        PrecomputeFailed, match=r"CUDA error.* after 20 users; run the same command again"
+    ) as info:
+        await run(failing, users, cache, history)
+    assert (info.value.users_done, info.value.resumable) == (20, True)
+    # The checkpoint moved with the lists: exactly the first two batches are cached.
+    assert await redis_client.hget(checkpoint_key(), "users_done") == b"20"
+    assert 0 < await redis_client.ttl(checkpoint_key()) <= cache.ttl_s
+    assert [await cache.get(u) is not None for u, _ in users] == [True] * 20 + [False] * 30
+
+    healthy = HashRecommender(catalog)
+    with caplog.at_level(logging.INFO, logger="service.precompute"):
+        summary = await run(healthy, users, cache, history)
+    assert "resuming after 20 users" in caplog.text
+    assert engine_saw(healthy) == [items for _, items in users[20:]]  # only the remaining users
+    assert (summary.resumed, summary.users, summary.cached, summary.batches) == (20, 30, 30, 3)
+    for user_id, items in users:
+        assert await cache.get(user_id) == expected_entry(healthy, items, 20, 5)
+    # A finished run leaves no checkpoint: the next run of the same job starts over.
+    assert not await redis_client.exists(checkpoint_key())
+    again = HashRecommender(catalog)
+    assert (await run(again, users, cache, history)).resumed == 0
+    assert len(engine_saw(again)) == 50
+
+
+async def test_a_cancelled_run_resumes_after_the_last_written_batch(
+    catalog: Catalog, cache: RecommendationCache, history: HistoryStore
+) -> None:
+    """Ctrl-C cancels the run inside an engine call: that batch is redone, no other."""
+    users = make_users(35)
+    blocking = BlockingRecommender(catalog, block_on=3)
+    task = asyncio.create_task(run(blocking, users, cache, history))
+    assert await asyncio.to_thread(blocking.entered.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    blocking.release.set()
+
+    healthy = HashRecommender(catalog)
+    summary = await run(healthy, users, cache, history)
+    assert summary.resumed == 20
+    assert engine_saw(healthy) == [items for _, items in users[20:]]
+    assert all([await cache.get(u) is not None for u, _ in users])
+
+
+async def test_restart_ignores_the_checkpoint_and_k_is_part_of_the_job(
+    redis_client: aredis.Redis, catalog: Catalog, cache: RecommendationCache, history: HistoryStore
+) -> None:
+    users = make_users(30)
+    with pytest.raises(PrecomputeFailed):
+        await run(FailingRecommender(catalog, fail_on=2), users, cache, history)
+    assert await redis_client.exists(checkpoint_key())
+
+    other_k = HashRecommender(catalog)
+    assert (await run(other_k, users, cache, history, k=10)).resumed == 0  # another job
+    assert len(engine_saw(other_k)) == 30
+    assert await redis_client.exists(checkpoint_key())  # the k=20 job's checkpoint is untouched
+
+    restarted = HashRecommender(catalog)
+    summary = await run(restarted, users, cache, history, restart=True)
+    assert (summary.resumed, summary.users, summary.cached) == (0, 30, 30)
+    assert engine_saw(restarted) == [items for _, items in users]
+    assert not await redis_client.exists(checkpoint_key())
+
+
+async def test_only_stale_skips_fresh_users_and_recomputes_invalidated_ones(
+    redis_client: aredis.Redis,
+    recommender: HashRecommender,
+    cache: RecommendationCache,
+    history: HistoryStore,
+) -> None:
+    users = make_users(20)
+    await run(recommender, users, cache, history, job=None)
+    for user_id in ("u3", "u11", "u17"):
+        await cache.invalidate(user_id)
+    newcomers = make_users(2, prefix="new")
+    recommender.calls.clear()
+    exists_before = (await redis_client.info("commandstats"))["cmdstat_exists"]["calls"]
+
+    summary = await run(recommender, users + newcomers, cache, history, job=None, only_stale=True)
+    assert (summary.users, summary.skipped_fresh, summary.cached) == (22, 17, 5)
+    assert summary.users == summary.skipped_fresh + summary.cached + summary.skipped_users + summary.changed
+    stale = [items for user_id, items in users + newcomers if user_id in {"u3", "u11", "u17", "new0", "new1"}]
+    assert sorted(engine_saw(recommender)) == sorted(stale)
+    assert (await redis_client.info("commandstats"))["cmdstat_exists"]["calls"] - exists_before == 22
+    for user_id, items in users + newcomers:
+        assert await cache.get(user_id) == expected_entry(recommender, items, 20, 5)
+    assert "17 skipped as fresh" in summary.describe()
+
+
+async def test_from_store_covers_every_stored_user_over_many_scan_pages(
+    redis_client: aredis.Redis,
+    recommender: HashRecommender,
+    cache: RecommendationCache,
+    history: HistoryStore,
+) -> None:
+    users = make_users(50, prefix="a") + make_users(50, prefix="b") + make_users(50, prefix="c")
+    await history.set_many(dict(users))
+    await redis_client.set("genrec:other-v0:topk:zz", "[]")  # not a history: never scanned in
+    scans = (await redis_client.info("commandstats")).get("cmdstat_scan", {}).get("calls", 0)
+
+    summary = await run(recommender, StoredUsers(), cache, history, batch_size=16)
+    assert (await redis_client.info("commandstats"))["cmdstat_scan"]["calls"] - scans > 1
+    assert summary.batches > 1
+    assert summary.cached >= 150  # SCAN may return a key twice, never misses one
+    assert {tuple(h) for h in engine_saw(recommender)} == {tuple(items[-5:]) for _, items in users}
+    assert max(len(call) for call in recommender.calls) < 2 * 16
+    for user_id, items in users:
+        assert await cache.get(user_id) == expected_entry(recommender, items, 20, 5)
+    assert await history.get_all("a7") == dict(users)["a7"]  # the store is read, not rewritten
+    assert not await redis_client.exists(checkpoint_key(job=StoredUsers().job))
+
+
+async def test_from_store_resumes_from_the_scan_cursor(
+    catalog: Catalog, cache: RecommendationCache, history: HistoryStore
+) -> None:
+    users = make_users(50, prefix="a") + make_users(50, prefix="b")
+    await history.set_many(dict(users))
+    with pytest.raises(PrecomputeFailed) as info:
+        await run(FailingRecommender(catalog, fail_on=3), StoredUsers(), cache, history, batch_size=16)
+    done = info.value.users_done  # whole SCAN pages: 16 to 31 users per batch
+    cached_first = sum([await cache.get(u) is not None for u, _ in users])
+    assert 16 <= cached_first <= done < len(users)  # done may count a key SCAN returned twice
+
+    healthy = HashRecommender(catalog)
+    summary = await run(healthy, StoredUsers(), cache, history, batch_size=16)
+    assert summary.resumed == done
+    assert len(engine_saw(healthy)) < len(users)  # the first run's batches are not redone
+    for user_id, items in users:
+        assert await cache.get(user_id) == expected_entry(healthy, items, 20, 5)
+
+
+async def test_from_store_does_not_write_over_a_history_that_changed_meanwhile(
+    redis_url: str, catalog: Catalog, cache: RecommendationCache, history: HistoryStore
+) -> None:
+    """An event appended while the batch computes invalidated that user: the old list is not written."""
+    users = make_users(8)
+    await history.set_many(dict(users))
+    changing = HistoryChangingRecommender(catalog, redis_url, "u3")
+    summary = await run(changing, StoredUsers(), cache, history, batch_size=64)
+    assert (summary.users, summary.cached, summary.changed) == (8, 7, 1)
+    assert await cache.get("u3") is None
+    assert await cache.get("u4") is not None
+
+
+async def test_precomputed_lists_are_served_from_cache_and_match_on_demand(
+    cache: RecommendationCache, recommender: HashRecommender, history: HistoryStore, settings: Settings
 ) -> None:
     users = make_users(12)
-    await precompute(
-        recommender, users, cache, history, k=settings.max_k, batch_size=5, history_len=settings.history_len
-    )
+    await run(recommender, users, cache, history, batch_size=5, job=None)
     async with open_client(create_app(settings, recommender)) as http:
         for user_id, _ in users:
-            body = (await http.get("/recommend", params={"user_id": user_id, "k": 10})).json()
+            body = (await http.get("/v1/recommend", params={"user_id": user_id, "k": 10})).json()
             assert body["source"] == "cache"
-            assert len(body["items"]) == 10
-    calls_before = len(recommender.calls)
+        cached = (await http.get("/v1/recommend", params={"user_id": "u7", "exclude_seen": "false"})).json()
 
-    # A miss recomputed on demand from the stored history gives the same list.
-    await cache.invalidate("u7")
-    service = RecommendService(recommender, cache, history, settings)
-    fresh = await service.recommend("u7", settings.max_k, exclude_seen=False)
-    assert fresh.source == "model"
-    assert [i.item_id for i in fresh.items] == [
-        s.item_id for s in recommender.top_k(users[7][1], settings.max_k)
-    ]
-    assert len(recommender.calls) == calls_before + 1
+        # A miss recomputed on demand from the stored history gives the same list.
+        await cache.invalidate("u7")
+        fresh = (await http.get("/v1/recommend", params={"user_id": "u7", "exclude_seen": "false"})).json()
+    assert fresh["source"] == "model"
+    assert [i["item_id"] for i in fresh["items"]] == [i["item_id"] for i in cached["items"]]
