@@ -255,6 +255,49 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": attention}
 
 
+def collate_left(batch: Sequence[Encoded], pad_id: int) -> tuple[dict[str, torch.Tensor], int]:
+    """Left-padded batch (answers end-aligned) with position ids that ignore the padding, and
+    how many final positions hold every row's answer plus the position predicting its first token.
+
+    Position ids count real tokens only, so a row reads exactly as it would alone (and as
+    served); batch padding never shifts positions.
+    """
+    length = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(batch), length), dtype=torch.long)
+    answer = 1
+    for row, example in enumerate(batch):
+        n = len(example.input_ids)
+        ids[row, length - n :] = torch.tensor(example.input_ids)
+        labels[row, length - n :] = torch.tensor(example.labels)
+        attention[row, length - n :] = 1
+        answer = max(answer, n - next((i for i, v in enumerate(example.labels) if v != IGNORE), n))
+    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    inputs = {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "labels": labels}
+    return inputs, min(answer + 1, length)
+
+
+def answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], keep: int) -> torch.Tensor:
+    """Mean next-token loss over the answer tokens of a :func:`collate_left` batch.
+
+    Only the last ``keep`` positions go through the LM head (``logits_to_keep``): the answers
+    are a few tokens of a few-hundred-token prompt, and the [tokens, vocab] logits of the whole
+    sequence would cost a fifth of the compute and most of the activation memory.
+    """
+    labels = inputs["labels"]
+    logits = model(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        position_ids=inputs["position_ids"],
+        logits_to_keep=keep,
+    ).logits
+    targets = labels[:, labels.shape[1] - keep + 1 :]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+    )
+
+
 def tiny_corpus(
     examples: Sequence[Example], catalog: Catalog, config: TrainConfig, limit: int = 2000
 ) -> list[str]:
@@ -491,11 +534,11 @@ class Trainer:
             batches = list(length_bucketed_batches(plan.data, config.batch_size, order))
             for index in range(state.batch_in_epoch, len(batches)):
                 started = time.perf_counter()
-                cpu = collate(batches[index], self.pad_id)
+                cpu, keep = collate_left(batches[index], self.pad_id)
                 state.tokens += int(cpu["attention_mask"].sum())
                 inputs = {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
                 with _autocast(device):
-                    loss = model(**inputs).loss / config.grad_accum
+                    loss = answer_loss(model, inputs, keep) / config.grad_accum
                 loss.backward()
                 state.batch_in_epoch = index + 1
                 state.micro += 1

@@ -184,6 +184,35 @@ def test_length_bucketed_batches_cover_every_example_once_in_similar_lengths() -
     assert [[id(e) for e in b] for b in again] == [[id(e) for e in b] for b in batches]
 
 
+def test_answer_loss_on_left_padded_batches_equals_the_full_loss() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.finetune import answer_loss, collate_left
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, pad_token_id=0,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    rng = random.Random(0)
+    batch = []
+    for prompt_len, answer_len in [(5, 3), (9, 2), (3, 6), (7, 1)]:
+        ids = [rng.randrange(1, 64) for _ in range(prompt_len + answer_len)]
+        batch.append(Encoded(ids, [IGNORE] * prompt_len + ids[prompt_len:]))
+    inputs, keep = collate_left(batch, pad_id=0)
+    assert keep == 7  # the longest answer (6) + the position predicting its first token
+    assert inputs["position_ids"][0].tolist() == [0] * 3 + list(range(8))  # 8 tokens, padded to 11
+    with torch.no_grad():
+        full = model(**collate(batch, pad_id=0)).loss
+        tail = answer_loss(model, inputs, keep)
+        # and each row alone gives the same per-token losses: padding changes nothing
+        alone = [answer_loss(model, *collate_left([e], pad_id=0)) for e in batch]
+    assert torch.allclose(full, tail, atol=1e-5), (full, tail)
+    weights = torch.tensor([3.0, 2.0, 6.0, 1.0])
+    assert torch.allclose((torch.stack(alone) * weights).sum() / weights.sum(), full, atol=1e-5)
+
+
 def test_tiny_corpus_holds_titles_and_prompts(catalog: Catalog) -> None:
     examples = [Example("u", ("i1", "ghost"), "i2"), Example("v", ("i3",), "i4")]
     texts = tiny_corpus(examples, catalog, TrainConfig(with_titles=True))
