@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from model.recommender import Recommender
 from service.cache import RecommendationCache
+from service.engine_runner import Engine
 from service.history import HistoryStore
 from service.precompute import PrecomputeFailed, PrecomputeSummary, StoredUsers, precompute
 from service.redis_server import EmbeddedRedis
@@ -141,10 +142,6 @@ def run_precompute(
     check_precompute_args(settings, k, batch_size)
     assert settings.redis_url is not None
     check_redis(settings.redis_url, settings.redis_timeout_s)
-    if recommender is None:
-        from service.engine import load_recommender
-
-        recommender = load_recommender(settings)
     options = PrecomputeOptions(k, batch_size, total, job, restart, only_stale)
     return asyncio.run(_precompute(settings, settings.redis_url, recommender, users, options))
 
@@ -159,20 +156,40 @@ class PrecomputeOptions:
     only_stale: bool
 
 
+async def precompute_engine(settings: Settings) -> Recommender | Engine:
+    """The engine service at ENGINE_URL (the job then loads only the bundle's catalog), or the
+    bundle's model loaded in this process."""
+    if settings.engine_url is None:
+        from service.engine import load_recommender
+
+        return load_recommender(settings)
+    from model.bundle import load_bundle
+    from service.engine_client import EngineClient
+
+    bundle = load_bundle(settings.artifacts)
+    client = EngineClient(settings.engine_url, bundle.catalog, bundle.version, settings.precompute_timeout_s)
+    status = await client.status()
+    if status != "ok":
+        await client.aclose()
+        raise RuntimeError(f"engine service at ENGINE_URL={settings.engine_url}: {status}")
+    return client
+
+
 async def _precompute(
     settings: Settings,
     redis_url: str,
-    recommender: Recommender,
+    recommender: Recommender | None,
     users: Iterable[tuple[str, list[str]]] | StoredUsers,
     options: PrecomputeOptions,
 ) -> PrecomputeSummary:
+    model = recommender if recommender is not None else await precompute_engine(settings)
     client = redis.Redis.from_url(
         redis_url, socket_timeout=settings.redis_timeout_s, socket_connect_timeout=settings.redis_timeout_s
     )
     try:
-        cache = RecommendationCache(client, recommender.model_version, settings.cache_ttl_s)
+        cache = RecommendationCache(client, model.model_version, settings.cache_ttl_s)
         return await precompute(
-            recommender,
+            model,
             users,
             cache,
             HistoryStore(client),
@@ -186,6 +203,8 @@ async def _precompute(
         )
     finally:
         await client.aclose()
+        if isinstance(model, Engine):
+            await model.aclose()
 
 
 def precompute_cli(

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import anyio
 import anyio.to_thread
@@ -28,6 +28,7 @@ class EngineTimeout(RuntimeError):
     """The model did not answer within ``engine_timeout_s``."""
 
 
+@runtime_checkable
 class Engine(Protocol):
     """Async top-K and ranking over one catalog and model version."""
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from model.recommender import Recommender, ScoredItem
 from service.cache import CachedList, RecommendationCache
-from service.engine_runner import ModelRunner
+from service.engine_runner import Engine, ModelRunner
 from service.history import HISTORY_KEY, HistoryStore, history_key, parse_items
 from service.recommend import usable_history
 
@@ -332,7 +332,7 @@ class _Counts:
 class _Job:
     """What every batch of one run shares; ``run_batch`` does one batch."""
 
-    runner: ModelRunner
+    runner: Engine
     cache: RecommendationCache
     history: HistoryStore
     writer: BatchWriter
@@ -390,7 +390,7 @@ class _Job:
 
 
 async def precompute(
-    recommender: Recommender,
+    model: Recommender | Engine,
     users: Iterable[User] | StoredUsers,
     cache: RecommendationCache,
     history: HistoryStore,
@@ -412,13 +412,14 @@ async def precompute(
     ``only_stale`` skips users that already have a list for this model version.
 
     Raises PrecomputeFailed when a batch fails (engine, Redis): the batches before it stay
-    written and checkpointed. The recommender runs in a worker thread with no timeout: a
-    batch on a CPU engine can legitimately take minutes, and nothing is waiting on it.
+    written and checkpointed. ``model`` is a recommender run in this process (in a worker
+    thread with no timeout: a batch on a CPU engine can legitimately take minutes, and nothing
+    is waiting on it) or an ``Engine``, e.g. the client of the engine service.
     """
     if k < 1 or batch_size < 1 or history_len < 1:
         raise ValueError(f"k, batch_size and history_len must be >= 1, got {k}, {batch_size}, {history_len}")
-    if cache.model_version != recommender.model_version:
-        raise ValueError(f"cache is for {cache.model_version!r}, model is {recommender.model_version!r}")
+    if cache.model_version != model.model_version:
+        raise ValueError(f"cache is for {cache.model_version!r}, model is {model.model_version!r}")
     if isinstance(users, StoredUsers):
         job = users.job
     checkpoint = None
@@ -431,8 +432,9 @@ async def precompute(
         batches = store_batches(cache.client, batch_size, start)
     else:
         batches = iterable_batches(users, batch_size, start)
+    engine = model if isinstance(model, Engine) else ModelRunner(model, timeout_s=None, max_batch=batch_size)
     run = _Job(
-        runner=ModelRunner(recommender, timeout_s=None, max_batch=batch_size),
+        runner=engine,
         cache=cache,
         history=history,
         writer=BatchWriter(cache, history, checkpoint, resumed=start is not None),
@@ -459,7 +461,7 @@ async def precompute(
     if checkpoint is not None:
         await checkpoint.clear()
     summary = _summarize(run.counts, run.resumed, time.perf_counter() - started)
-    logger.info("precompute (model %s, k=%d): %s", recommender.model_version, k, summary.describe())
+    logger.info("precompute (model %s, k=%d): %s", model.model_version, k, summary.describe())
     return summary
 
 

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     engine_host: str = "0.0.0.0"
     engine_port: int = Field(default=8001, ge=0, le=65535)
     rank_max_candidates: int = Field(default=100, ge=1)
+    # How long precompute waits for one batch from the engine service (a CPU batch takes minutes).
+    precompute_timeout_s: float = Field(default=1800.0, gt=0)
     log_level: str = "INFO"
     # When set, every endpoint but health and metrics needs header X-API-Key with this value.
     api_key: str | None = None

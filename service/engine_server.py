@@ -1,0 +1,144 @@
+"""The engine as its own service: the model behind HTTP, shared by every API replica and job.
+
+``genrec engine`` runs this app. It owns the one vLLM engine of the process and a
+``ModelRunner`` in front of it, so concurrent requests from all API processes (and the
+precompute job) are micro-batched into shared engine calls and identical ones coalesced. The
+API talks to it through ``service.engine_client.EngineClient``; cache hits never get here.
+"""
+
+# No ``from __future__ import annotations``: FastAPI evaluates the endpoint annotations.
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Histogram
+from pydantic import BaseModel
+
+from model.recommender import Recommender, ScoredItem
+from service.engine_protocol import ENGINE_API, EngineInfo, RankBody, RankedLists, RecommendBody
+from service.engine_runner import ModelRunner
+from service.metrics import RequestMetrics, metrics_endpoint
+from service.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+METRICS_PATH = "/metrics"
+
+
+class EngineReady(BaseModel):
+    status: Literal["ready", "not ready"]
+    model_version: str | None
+
+
+class EngineError(BaseModel):
+    detail: str
+
+
+def create_engine_app(settings: Settings | None = None, recommender: Recommender | None = None) -> FastAPI:
+    """Build the engine service; ``recommender`` is injected by tests, else the bundle is loaded."""
+    settings = settings or get_settings()
+    registry = CollectorRegistry()
+    batch_sizes = Histogram(
+        "genrec_engine_batch_size",
+        "Users per engine call (concurrent requests of all clients are batched)",
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        registry=registry,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runner = None
+        owned: Recommender | None = None
+        if recommender is None:
+            from service.engine import load_recommender
+
+            owned = load_recommender(settings)
+        model = recommender or owned
+        assert model is not None
+        config = settings.engine_config()
+        # No timeout here: the API's client has its own, and an engine call it gave up on still
+        # finishes and serves the requests batched with it.
+        runner = ModelRunner(model, timeout_s=None, max_batch=config.max_batch or 1)
+        runner.on_batch = batch_sizes.observe
+        app.state.runner = runner
+        app.state.info = EngineInfo(
+            model_version=model.model_version,
+            catalog_items=len(model.catalog),
+            beam_width=config.beam_width,
+            max_batch=config.max_batch,
+        )
+        logger.info("genrec engine ready: model %s, %d items", model.model_version, len(model.catalog))
+        try:
+            yield
+        finally:
+            app.state.runner = None
+            close = getattr(owned, "close", None)
+            if callable(close):
+                close()
+
+    app = FastAPI(title="genrec engine", summary="constrained top-K and ranking over HTTP", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc.errors()[:3])})
+
+    def runner_of(request: Request) -> ModelRunner:
+        runner: ModelRunner = request.app.state.runner  # set before the server takes requests
+        return runner
+
+    def answer(runner: ModelRunner, lists: list[list[ScoredItem]]) -> Response:
+        body = RankedLists(
+            model_version=runner.model_version,
+            lists=[[(item.item_id, item.score) for item in row] for row in lists],
+        )
+        return Response(body.model_dump_json(), media_type="application/json")
+
+    errors: dict[int | str, dict[str, object]] = {422: {"model": EngineError}}
+
+    @app.get(f"{ENGINE_API}/info", response_model=EngineInfo)
+    async def info(request: Request) -> EngineInfo:
+        """The model version and catalog this engine serves (the API checks them)."""
+        runner_of(request)
+        result: EngineInfo = request.app.state.info
+        return result
+
+    @app.post(f"{ENGINE_API}/recommend", response_model=RankedLists, responses=errors)
+    async def recommend(request: Request, body: RecommendBody) -> Response:
+        """Top-``k`` per history, batched with every other request in flight."""
+        runner = runner_of(request)
+        try:
+            return answer(runner, await runner.run(body.histories, body.k))
+        except ValueError as exc:  # k beyond the beam width, and the like
+            return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.post(f"{ENGINE_API}/rank", response_model=RankedLists, responses=errors)
+    async def rank(request: Request, body: RankBody) -> Response:
+        """Each request's candidates ordered by the model, best first."""
+        runner = runner_of(request)
+        try:
+            return answer(runner, await runner.rank(body.requests))
+        except ValueError as exc:  # unknown candidates
+            return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready", response_model=EngineReady, responses={503: {"model": EngineReady}})
+    async def ready(request: Request) -> JSONResponse:
+        """Ready once the model is loaded (the lifespan finishes only then)."""
+        runner: ModelRunner | None = request.app.state.runner
+        body = EngineReady(
+            status="ready" if runner is not None else "not ready",
+            model_version=runner.model_version if runner is not None else None,
+        )
+        return JSONResponse(status_code=200 if runner is not None else 503, content=body.model_dump())
+
+    app.add_route(METRICS_PATH, metrics_endpoint(registry), include_in_schema=False)
+    app.add_middleware(RequestMetrics, registry=registry, skip_paths=frozenset({METRICS_PATH}))
+    return app
