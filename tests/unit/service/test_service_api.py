@@ -1,4 +1,4 @@
-"""The v1 API over ASGI on the real Redis: events, histories, items, exclude_seen, the API key."""
+"""The v1 API over ASGI on the real Redis: events, histories, items, rank, exclude_seen, the API key."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ async def test_events_append_history_and_invalidate_the_cached_list(
     assert response.json() == {"accepted": 3, "users": 2}
     assert await history.get_all("u1") == ["i1", "i3", "i4"]  # ordered by ts
     assert await history.get_all("u2") == ["i7"]
-    assert await cache.get("u1") is None  # the stale list is gone
+    assert await cache.get("u1") is None  # the old list is no longer served as fresh
 
     again = (await client.get("/v1/recommend", params={"user_id": "u1"})).json()
     assert again["source"] == "model"
@@ -188,3 +188,55 @@ async def test_redis_restart_mid_traffic_degrades_then_recovers(recommender: Has
             assert await sources(2) == ["model", "cache"]
     finally:
         server.stop()
+
+
+async def test_rank_orders_the_candidates_by_the_model(
+    client: httpx.AsyncClient, history: HistoryStore, recommender: HashRecommender
+) -> None:
+    await history.set_many({"u1": ["i1", "i2"]})
+    candidates = ["i9", "i3", "i17", "i3", "i25"]
+    response = await client.post("/v1/rank", json={"user_id": "u1", "candidates": candidates})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["source"] == "model" and body["model_version"] == recommender.model_version
+    expected = recommender.rank([(["i1", "i2"], ["i9", "i3", "i17", "i25"])])[0]
+    assert [(i["item_id"], i["score"]) for i in body["items"]] == [(s.item_id, s.score) for s in expected]
+    assert all(item["title"] == f"Item {item['item_id'][1:]}" for item in body["items"])
+    assert recommender.rank_calls[-1] == [(["i1", "i2"], ["i9", "i3", "i17", "i25"])]  # duplicates collapsed
+
+
+async def test_rank_without_history_is_popularity_order(client: httpx.AsyncClient) -> None:
+    body = (
+        await client.post("/v1/rank", json={"user_id": "stranger", "candidates": ["i9", "i2", "i5"]})
+    ).json()
+    assert body["source"] == "fallback" and body["degraded"] is None
+    assert [i["item_id"] for i in body["items"]] == ["i2", "i5", "i9"]  # i0 is the most popular
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"user_id": "u1", "candidates": ["i1", "nope", "gone"]}, "unknown item id(s): 'nope', 'gone'"),
+        ({"user_id": "u1", "candidates": []}, "candidates: List should have at least 1 item"),
+        (
+            {"user_id": "u1", "candidates": [f"i{n % 30}" for n in range(200)] + ["x"]},
+            "unknown item id(s): 'x'",
+        ),
+        ({"candidates": ["i1"]}, "user_id: Field required"),
+    ],
+)
+async def test_rank_rejects_bad_input_with_a_message(
+    client: httpx.AsyncClient, body: dict[str, object], message: str, recommender: HashRecommender
+) -> None:
+    response = await client.post("/v1/rank", json=body)
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+    assert recommender.rank_calls == []
+
+
+async def test_rank_caps_the_candidate_count(redis_url: str, recommender: HashRecommender) -> None:
+    settings = Settings(redis_url=redis_url, max_k=20, rank_max_candidates=3)
+    async with open_client(create_app(settings, recommender)) as http:
+        response = await http.post("/v1/rank", json={"user_id": "u1", "candidates": ["i1", "i2", "i3", "i4"]})
+        assert response.status_code == 422
+        assert "1..3 distinct items, got 4" in response.json()["detail"]
