@@ -96,7 +96,7 @@ class TaskMixture(BaseModel):
     negative: TaskSpec = Field(default_factory=_spec)
 
     def spec(self, task: str) -> TaskSpec:
-        return getattr(self, task)  # type: ignore[no-any-return]
+        return getattr(self, task)
 
     def active(self) -> list[str]:
         return [t for t in TASKS if self.spec(t).enabled and self.spec(t).weight > 0]
