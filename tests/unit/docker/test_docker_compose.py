@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 import genrec_cli
 from service.app import create_app
+from service.engine_server import create_engine_app
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -44,12 +45,36 @@ def _check_genrec_command(cli: TyperGroup, argv: list[str]) -> None:
             assert token.split("=")[0] in known, f"genrec {argv[1]} has no option {token}"
 
 
+def _settings(service: dict[str, Any]) -> Settings:
+    return Settings(**{key.lower(): value for key, value in service["environment"].items()})
+
+
 def test_services_and_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"redis", "api", "api-gpu", "precompute"} <= set(services)
+    assert {"redis", "engine", "engine-gpu", "api", "precompute"} <= set(services)
     assert services["redis"]["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
-    for name in ("api", "api-gpu", "precompute"):
+    for name in ("api", "precompute"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["precompute"]["depends_on"]["engine"]["condition"] == "service_healthy"
+    assert "engine" not in services["api"]["depends_on"]  # the API degrades without it
+    assert services["engine-gpu"]["networks"]["default"]["aliases"] == ["engine"]
+    assert _settings(services["engine-gpu"]).engine_device == "cuda"
+
+
+def test_api_and_jobs_reach_the_engine_service(compose: dict[str, Any]) -> None:
+    """API and precompute send misses to the engine service on the port it listens on, and the
+    engine's healthcheck asks a route the engine app has."""
+    services = compose["services"]
+    engine_routes = {getattr(route, "path", None) for route in create_engine_app(Settings()).routes}
+    for name in ("engine", "engine-gpu"):
+        engine = services[name]
+        assert engine["command"] == ["genrec", "engine"]
+        port = _settings(engine).engine_port
+        assert engine["expose"] == [str(port)]
+        health = re.search(r"http://localhost:(\d+)(/\S+)", " ".join(engine["healthcheck"]["test"]))
+        assert health is not None and int(health.group(1)) == port and health.group(2) in engine_routes
+        for client in ("api", "precompute"):
+            assert _settings(services[client]).engine_url == f"http://engine:{port}"
 
 
 def test_commands_exist_in_the_cli(compose: dict[str, Any], cli: TyperGroup) -> None:
@@ -66,24 +91,22 @@ def test_environment_is_valid_settings(compose: dict[str, Any]) -> None:
         env = service["environment"]
         unknown = {key for key in env if key.lower() not in fields}
         assert not unknown, f"{name}: env vars that no setting reads: {unknown}"
-        settings = Settings(**{key.lower(): value for key, value in env.items()})
+        settings = _settings(service)
         assert settings.redis_url is not None
         assert settings.redis_url.startswith("redis://redis:")
 
 
 def test_ports_match_the_served_port(compose: dict[str, Any]) -> None:
-    for name in ("api", "api-gpu"):
-        service = compose["services"][name]
-        port = Settings(**{k.lower(): v for k, v in service["environment"].items()}).port
-        assert [f"{port}:{port}"] == service["ports"]
+    service = compose["services"]["api"]
+    assert [f"{_settings(service).port}:{_settings(service).port}"] == service["ports"]
     assert compose["services"]["redis"]["ports"] == ["6379:6379"]
 
 
 def test_volumes_feed_the_configured_paths(compose: dict[str, Any]) -> None:
-    api = compose["services"]["api"]
-    artifacts = Path(api["environment"]["ARTIFACTS"])
-    mounts = {volume.split(":")[1] for volume in api["volumes"]}
-    assert str(artifacts.parent) in mounts
+    for name in ("api", "engine", "engine-gpu", "precompute"):  # the engine's model, the others' catalog
+        service = compose["services"][name]
+        artifacts = Path(_settings(service).artifacts)
+        assert str(artifacts.parent) in {volume.split(":")[1] for volume in service["volumes"]}
     job = compose["services"]["precompute"]
     histories = job["command"][job["command"].index("--histories") + 1]
     assert str(Path(histories).parent) in {volume.split(":")[1] for volume in job["volumes"]}
