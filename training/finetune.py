@@ -642,13 +642,14 @@ def train(
     *,
     resume: bool = False,
     interrupt_after: int | None = None,
+    interrupt_stage: str = MAIN,
 ) -> Path:
     """Fine-tune, merge and save into ``out_dir/merged``; copies the catalog and trie alongside.
 
     ``resume`` continues from ``out_dir/checkpoints/last.pt`` (same config required, except
     ``max_train_s``, ``device`` and ``checkpoint_every``); without it any old checkpoints are
     removed. ``interrupt_after`` raises :class:`TrainingInterrupted` after that step's
-    checkpoint (stage 1; to test resuming).
+    checkpoint of stage ``interrupt_stage`` (``main`` or ``anneal``; to test resuming).
     """
     from peft import get_peft_model
 
@@ -754,7 +755,12 @@ def train(
             MAIN, encoded, total_steps, config.lr, config.lr_schedule, config.warmup_ratio, validator,
             config.max_train_s,
         )  # fmt: skip
-        main_state = trainer.run(peft_model, plan, resume=checkpoint, interrupt_after=interrupt_after)
+        main_state = trainer.run(
+            peft_model,
+            plan,
+            resume=checkpoint,
+            interrupt_after=interrupt_after if interrupt_stage == MAIN else None,
+        )
         best = out_dir / CHECKPOINT_DIR / BEST_CHECKPOINT
         if config.keep_best and main_state.best_step is not None and main_state.best_step != main_state.step:
             saved = torch.load(best, map_location="cpu", weights_only=False)
@@ -782,6 +788,7 @@ def train(
             plan,
             resume=checkpoint if resume_stage == ANNEAL else None,
             extra={"main_state": asdict(main_state)},
+            interrupt_after=interrupt_after if interrupt_stage == ANNEAL else None,
         )
         merged = cast(PreTrainedModel, anneal_model.merge_and_unload())
     else:

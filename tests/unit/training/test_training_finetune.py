@@ -555,3 +555,32 @@ def test_validation_early_stopping_keeps_the_best_and_matches_the_engine(
     engine = evaluate(hf_recommender(bundle, beam_width=5), examples, split="valid", k=5)
     assert engine.metrics["recall@5"] == pytest.approx(report["val_curve"][0]["recall@5"])
     assert engine.metrics["ndcg@5"] == pytest.approx(report["val_curve"][0]["ndcg@5"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_inside_the_annealing_stage_matches_an_uninterrupted_run(
+    prepared: tuple[InteractionData, Path], tmp_path: Path
+) -> None:
+    from training.finetune import ANNEAL, STAGE1_DIR, TrainingInterrupted
+
+    data, tok_dir = prepared
+    config = SHORT.model_copy(
+        update={"max_steps": 3, "checkpoint_every": 2, "anneal": True, "anneal_steps": 4, "anneal_lr": 1e-2}
+    )
+    with single_thread():
+        train(data, tok_dir, tmp_path / "a", config)
+        with pytest.raises(TrainingInterrupted):
+            train(data, tok_dir, tmp_path / "b", config, interrupt_after=2, interrupt_stage=ANNEAL)
+        assert (tmp_path / "b" / STAGE1_DIR).is_dir()
+        train(data, tok_dir, tmp_path / "b", config, resume=True)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = _report(tmp_path / "a"), _report(tmp_path / "b")
+    timing = {"tokens_per_s"}
+    assert {k: v for k, v in ra["anneal"].items() if k not in timing} == {
+        k: v for k, v in rb["anneal"].items() if k not in timing
+    }
+    assert ra["anneal"]["steps"] == 4
+    assert ra["steps"] == rb["steps"] == 3 and ra["main_loss_ema"] == rb["main_loss_ema"]
+    assert rb["resumed_from_step"] == 2
+    assert not (tmp_path / "b" / STAGE1_DIR).exists()
