@@ -17,9 +17,14 @@ from typing import Annotated
 import typer
 
 from service import cli as service_cli
+from service.settings import Settings
 from training import cli as training_cli
 
 logger = logging.getLogger("genrec.demo")
+
+# How long the demo waits for its services: the engine loads the model (and vLLM) first.
+ENGINE_START_S = 900.0
+API_START_S = 120.0
 
 app = typer.Typer(
     help="genrec: an LLM generative recommender (semantic IDs, LoRA, constrained top-K on vLLM).",
@@ -163,15 +168,15 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="where data, run and artifacts go")] = Path(".demo"),
     fresh: Annotated[bool, typer.Option(help="rebuild everything instead of reusing finished steps")] = False,
 ) -> None:
-    """Build the demo end to end (data, tokenizer, tiny model, bundle), precompute, serve on PORT.
+    """Build the demo end to end (data, tokenizer, tiny model, bundle), then run the engine
+    (ENGINE_PORT), the precompute job and the API (PORT) as separate processes.
 
     Finished steps are reused on the next run. Starts an embedded Redis when REDIS_URL is unset.
     """
     import shutil
 
-    from service.engine import load_recommender
     from service.settings import get_settings
-    from training.data import load_lcrec, serving_histories
+    from training.data import load_lcrec
     from training.export import export_run
     from training.finetune import MERGED_DIR, TrainConfig, train
     from training.item_tokenizer import CATALOG_FILE, ItemTokenizerConfig, tokenize_dataset
@@ -200,17 +205,41 @@ def demo(
 
     settings = settings.model_copy(update={"artifacts": bundle_dir})
     with service_cli.redis_available(settings) as settings:
-        recommender = load_recommender(settings)
-        summary = service_cli.run_precompute(
-            settings,
-            serving_histories(dataset),
-            settings.max_k,
-            settings.precompute_batch_size,
-            recommender=recommender,
-            total=len(dataset.sequences),
-        )
-        logger.info("precomputed %d users; total setup %.0fs", summary.cached, time.perf_counter() - started)
-        service_cli.serve_until_stopped(settings, recommender, user_id=next(iter(dataset.sequences)))
+        run_local_stack(settings, data_dir, user_id=next(iter(dataset.sequences)), started=started)
+
+
+def run_local_stack(settings: Settings, data_dir: Path, *, user_id: str, started: float) -> None:
+    """Engine, precompute job and API as separate processes on ``settings.redis_url`` (as compose
+    runs them), until the API stops or Ctrl-C."""
+    from service.local_stack import genrec_command, run_job, service_process
+
+    assert settings.redis_url is not None
+    engine_url = f"http://127.0.0.1:{settings.engine_port}"
+    env = {
+        "REDIS_URL": settings.redis_url,
+        "ARTIFACTS": str(settings.artifacts.resolve()),
+        "ENGINE_URL": engine_url,
+        "ENGINE_PORT": str(settings.engine_port),
+        "PORT": str(settings.port),
+    }
+    api_url = f"http://localhost:{settings.port}"
+    engine_ready, api_ready = f"{engine_url}/health/ready", f"{api_url}/health/ready"
+    with service_process("engine", genrec_command("engine"), env, engine_ready, ENGINE_START_S):
+        run_job("precompute", genrec_command("precompute", "--data", str(data_dir)), env)
+        with service_process("api", genrec_command("serve"), env, api_ready, API_START_S) as api:
+            logger.info(
+                "genrec is serving on http://%s:%d (engine %s, Redis %s; setup %.0fs) — try: "
+                "curl '%s/v1/recommend?user_id=%s&k=%d'",
+                settings.host,
+                settings.port,
+                engine_url,
+                settings.redis_url,
+                time.perf_counter() - started,
+                api_url,
+                user_id,
+                settings.default_k,
+            )
+            api.wait()
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import anyio.to_thread
@@ -102,7 +102,10 @@ class ModelRunner:
                 future.add_done_callback(functools.partial(self._forget, key))
                 self._spawn(self._drain())
             futures.append(future)
-        return list(await self._wait(asyncio.gather(*(asyncio.shield(f) for f in futures))))
+        shielded = (asyncio.shield(future) for future in futures)
+        answers: asyncio.Future[list[list[ScoredItem]]] = asyncio.gather(*shielded)
+        lists = await self._wait(answers)
+        return lists
 
     async def rank(self, requests: Sequence[RankRequest]) -> list[list[ScoredItem]]:
         """``recommender.rank(requests)`` as one engine call (ranking requests are not coalesced:
@@ -127,8 +130,8 @@ class ModelRunner:
         except TimeoutError as exc:
             raise EngineTimeout(f"the model did not answer within {self.timeout_s}s") from exc
 
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)
 

@@ -1,0 +1,90 @@
+"""Run genrec's services as separate local processes, the way compose runs them as containers.
+
+``genrec demo`` uses this to start the engine, run the precompute job and serve the API each
+in its own process (Redis is embedded or REDIS_URL's), so the demo exercises the same wiring
+as a deployment: the API and the job reach the model only through ENGINE_URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.5
+
+
+class ServiceFailed(RuntimeError):
+    """A service process exited or did not become ready in time."""
+
+
+def genrec_command(*args: str) -> list[str]:
+    """``genrec ARGS`` run by this interpreter (no reliance on PATH)."""
+    return [sys.executable, "-m", "genrec_cli", *args]
+
+
+@contextmanager
+def service_process(
+    name: str, argv: Sequence[str], env: Mapping[str, str], ready_url: str, timeout_s: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``argv`` with ``env`` added, wait until ``ready_url`` answers 200, stop it at the end.
+
+    Raises ServiceFailed (naming the service) when the process exits first or ``timeout_s``
+    passes; its output goes to this terminal, so the reason is on screen.
+    """
+    process = subprocess.Popen(list(argv), env={**os.environ, **env})
+    try:
+        wait_ready(name, process, ready_url, timeout_s)
+        yield process
+    finally:
+        stop(name, process)
+
+
+def wait_ready(name: str, process: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
+    started = time.monotonic()
+    logged = started
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise ServiceFailed(f"{name} exited with code {code} before it was ready")
+        try:
+            if httpx.get(url, timeout=POLL_S * 4).status_code == 200:
+                logger.info("%s ready after %.0fs", name, time.monotonic() - started)
+                return
+        except httpx.TransportError:
+            pass
+        now = time.monotonic()
+        if now - started > timeout_s:
+            raise ServiceFailed(f"{name} was not ready at {url} within {timeout_s:.0f}s")
+        if now - logged > 15:
+            logger.info("waiting for %s (%.0fs)...", name, now - started)
+            logged = now
+        time.sleep(POLL_S)
+
+
+def run_job(name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """Run a one-off job process to completion; ServiceFailed if it fails."""
+    code = subprocess.run(list(argv), env={**os.environ, **env}, check=False).returncode
+    if code != 0:
+        raise ServiceFailed(f"{name} failed with exit code {code}")
+
+
+def stop(name: str, process: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s did not stop within %.0fs; killing it", name, grace_s)
+        process.kill()
+        process.wait()
