@@ -9,7 +9,14 @@ endpoint that GETs the same key and returns it. Load comes from this process at 
 ``benchmarks/results/serve_load.json``: requests/s and p50/p99 latency per server and the
 ratio genrec/bare.
 
-    python benchmarks/serve_load.py                 # ~2 minutes
+A third phase, ``mixed``, checks that nothing is lost under load: workers send events and
+recommendation requests together (each user owned by one worker, so its event order is
+known), events invalidate lists, so requests miss and go to the engine; afterwards every
+user's stored history must equal what was sent, in order, and no answer may contain an item
+the user already had. The engine there is a stand-in (popular items, 20 ms per call), since
+this phase measures the service's bookkeeping, not the model.
+
+    python benchmarks/serve_load.py                 # ~2.5 minutes
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from fastapi import Response
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
+from service.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 DATASET = BEAUTY
 RESULT = RESULTS / "serve_load.json"
@@ -65,6 +73,35 @@ class CacheOnly:
 
     def recommend(self, histories: Sequence[Sequence[str]], k: int):  # type: ignore[no-untyped-def]
         raise RuntimeError("the cache-hit benchmark reached the engine")
+
+
+class StandInEngine:
+    """The mixed phase's model: the most popular items, after ``delay_s`` per engine call
+    (what a batched engine call costs, so concurrent misses batch)."""
+
+    def __init__(self, catalog, delay_s: float = 0.02) -> None:  # type: ignore[no-untyped-def]
+        from model.recommender import ScoredItem
+
+        self.catalog = catalog
+        self.model_version = MODEL_VERSION
+        self.delay_s = delay_s
+        self._top = [ScoredItem(item.item_id, -0.1 * n) for n, item in enumerate(catalog.most_popular(K))]
+
+    def recommend(self, histories: Sequence[Sequence[str]], k: int):  # type: ignore[no-untyped-def]
+        time.sleep(self.delay_s)
+        return [self._top[:k] for _ in histories]
+
+    def rank(self, requests):  # type: ignore[no-untyped-def]
+        raise RuntimeError("not used by this benchmark")
+
+
+def mixed_app():  # type: ignore[no-untyped-def]
+    """uvicorn factory: the real app on REDIS_URL with the stand-in engine."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    catalog, _ = beauty_catalog(Path(os.environ["GENREC_BENCH_DATA"]))
+    return create_app(Settings(max_k=K, default_k=10), StandInEngine(catalog))
 
 
 def genrec_app():  # type: ignore[no-untyped-def]
@@ -188,8 +225,85 @@ async def load(
     }
 
 
+async def mixed_load(
+    port: int, histories: dict[str, list[str]], items: list[str], concurrency: int, seconds: float
+) -> dict[str, float]:
+    """Events and recommendation requests together; then check that nothing was lost.
+
+    Worker ``w`` owns the users whose position is ``w`` modulo ``concurrency`` and sends one
+    request at a time, so each user's events arrive in the order they were sent.
+    """
+    import aiohttp
+
+    users = list(histories)
+    rng = random.Random(7)
+    sent: dict[str, list[str]] = {}
+    counts = {
+        "events": 0,
+        "recommend": 0,
+        "model": 0,
+        "cache": 0,
+        "fallback": 0,
+        "errors": 0,
+        "seen_served": 0,
+    }
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+    base = f"http://127.0.0.1:{port}/v1"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def recommend(user: str) -> None:
+            async with session.get(f"{base}/recommend", params={"user_id": user, "k": "10"}) as response:
+                body = await response.json() if response.status == 200 else None
+            if body is None:
+                counts["errors"] += 1
+                return
+            counts["recommend"] += 1
+            counts[body["source"]] += 1
+            had = set(histories[user]) | set(sent.get(user, []))
+            counts["seen_served"] += sum(1 for item in body["items"] if item["item_id"] in had)
+
+        async def worker(w: int) -> None:
+            mine = users[w::concurrency]
+            while time.perf_counter() < stop:
+                user = rng.choice(mine)
+                started = time.perf_counter()
+                if rng.random() < 0.3:
+                    item = rng.choice(items)
+                    event = {"events": [{"user_id": user, "item_id": item}]}
+                    async with session.post(f"{base}/events", json=event) as response:
+                        await response.read()
+                    if response.status == 200:
+                        sent.setdefault(user, []).append(item)
+                        counts["events"] += 1
+                    else:
+                        counts["errors"] += 1
+                else:
+                    await recommend(user)
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        wall = time.perf_counter() - began
+        lost = 0
+        for user, items_sent in sent.items():  # every event is in the history, in order
+            expected = histories[user] + items_sent
+            async with session.get(f"{base}/users/{user}/history", params={"limit": "1000"}) as response:
+                stored = [item["item_id"] for item in (await response.json())["items"]]
+            lost += stored != expected[-1000:]
+            await recommend(user)  # and the next list leaves out what the user now has
+    latencies.sort()
+    return {
+        "rps": len(latencies) / wall,
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+        "users_with_events": len(sent),
+        "users_with_lost_or_misordered_events": lost,
+        **counts,
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    from service.redis_server import EmbeddedRedis, free_port
 
     with EmbeddedRedis() as url:
         users = await fill_redis(url, args.data)
@@ -229,6 +343,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             for server in servers:
                 server.terminate()
                 server.wait(timeout=30)
+        report["mixed"] = await run_mixed(url, args)
     report["config"] = {
         "users": len(users),
         "k": 10,
@@ -239,6 +354,33 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     }
     report["command"] = " ".join(["python benchmarks/serve_load.py", *sys.argv[1:]])
     return report
+
+
+async def run_mixed(url: str, args: argparse.Namespace) -> dict[str, float]:
+    """The mixed phase on a fresh fill of the same Redis; fails on any error or lost event."""
+    import redis.asyncio as redis
+
+    from training.data import load_lcrec
+
+    client = redis.Redis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
+    await fill_redis(url, args.data)
+    data = load_lcrec(args.data)
+    port = free_port()
+    server = start_server(
+        "mixed_app", port, {"REDIS_URL": url, "GENREC_BENCH_DATA": str(args.data), "LOG_LEVEL": "WARNING"}
+    )
+    try:
+        await wait_ready(port)
+        result = await mixed_load(port, dict(data.sequences), sorted(data.items), 32, args.seconds)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    logger.info("mixed c=32: %s", result)
+    if result["errors"] or result["users_with_lost_or_misordered_events"] or result["seen_served"]:
+        raise RuntimeError(f"mixed load lost or broke something: {result}")
+    return result
 
 
 def main() -> None:
