@@ -157,9 +157,12 @@ class TaskContext:
     history_len: int
     train_items: list[str] = field(init=False)
     _user_items: dict[str, set[str]] = field(init=False)
+    _tokens: dict[str, tuple[str, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
-        seen = dict.fromkeys(i for seq in self.sequences.values() for i in seq if i in self.catalog)
+        scheme = self.catalog.scheme
+        self._tokens = {item.item_id: tuple(scheme.tokens(item.sid)) for item in self.catalog}
+        seen = dict.fromkeys(i for seq in self.sequences.values() for i in seq if i in self._tokens)
         self.train_items = list(seen)
         self._user_items = {u: set(s) for u, s in self.sequences.items()}
 
@@ -182,7 +185,10 @@ class TaskContext:
         )
 
     def sid_tokens(self, item_id: str) -> tuple[str, ...]:
-        return tuple(self.catalog.scheme.tokens(self.catalog[item_id].sid))
+        return self._tokens[item_id]
+
+    def known(self, item_id: str) -> bool:
+        return item_id in self._tokens
 
     def negative(self, user_id: str, rng: random.Random) -> str:
         """A catalog item not in the user's training part (uniform; rejection sampling)."""
@@ -208,7 +214,7 @@ def cycle(pool: Sequence[T], count: int, rng: random.Random) -> Iterator[T]:
 
 
 def _known(ctx: TaskContext, items: Sequence[str]) -> tuple[str, ...]:
-    return tuple(i for i in items if i in ctx.catalog)
+    return tuple(i for i in items if ctx.known(i))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +222,7 @@ def _known(ctx: TaskContext, items: Sequence[str]) -> tuple[str, ...]:
 
 
 def build_next_item(ctx: TaskContext, count: int, rng: random.Random) -> list[Sample]:
-    pool = [e for e in ctx.train_examples if e.target in ctx.catalog]
+    pool = [e for e in ctx.train_examples if ctx.known(e.target)]
     if count == len(pool):  # weight 1: every example once, in split order
         chosen: Iterator[Example] = iter(pool)
     else:
@@ -324,12 +330,12 @@ def build_masked_item(ctx: TaskContext, count: int, rng: random.Random) -> list[
 
 def _candidate_line(ctx: TaskContext, item_id: str, with_titles: bool) -> str:
     item = ctx.catalog[item_id]
-    sid = ctx.catalog.scheme.format(item.sid)
+    sid = "".join(ctx.sid_tokens(item_id))
     return f"{sid} {item.title}" if with_titles else sid
 
 
 def _examples_with_history(ctx: TaskContext) -> list[Example]:
-    return [e for e in ctx.train_examples if e.target in ctx.catalog and _known(ctx, e.history)]
+    return [e for e in ctx.train_examples if ctx.known(e.target) and any(ctx.known(i) for i in e.history)]
 
 
 def build_bpr(ctx: TaskContext, count: int, rng: random.Random, *, with_titles: bool = True) -> list[Sample]:
@@ -391,7 +397,7 @@ def build_mixture(
     ctx: TaskContext, mixture: TaskMixture, seed: int, *, with_titles: bool = True
 ) -> dict[str, list[Sample]]:
     """Every active task's samples, ``round(weight * N)`` each (N = next-item examples)."""
-    base = len([e for e in ctx.train_examples if e.target in ctx.catalog])
+    base = sum(1 for e in ctx.train_examples if ctx.known(e.target))
     table = builders(with_titles)
     out: dict[str, list[Sample]] = {}
     for task in mixture.active():
