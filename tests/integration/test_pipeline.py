@@ -135,6 +135,32 @@ def test_vllm_matches_transformers_generate_beam_search(engine: Recommender, bun
         assert [i.score for i in got] == pytest.approx([g.score for g in generated], abs=2e-3)
 
 
+def test_vllm_rank_scores_equal_its_search_and_the_transformers_reference(
+    engine: Recommender, bundle: ArtifactBundle
+) -> None:
+    """Ranking a candidate list gives each item the score the top-K search gives it (candidates
+    from the top-K), and the HF engine's score for it (candidates from outside the top-K too)."""
+    from model.hf_engine import hf_recommender
+
+    histories = list(catalog_histories(bundle))[:3]
+    tops = engine.recommend(histories, K)
+    requests = []
+    for history, top in zip(histories, tops, strict=True):
+        inside = [item.item_id for item in top]
+        outside = [item.item_id for item in bundle.catalog if item.item_id not in set(inside)][::9]
+        requests.append((history, [*inside[::2], *outside, inside[0]]))  # and a duplicate
+    served = engine.rank(requests)
+    reference = hf_recommender(bundle, beam_width=K).rank(requests)
+    for (_, candidates), top, got, ref in zip(requests, tops, served, reference, strict=True):
+        assert sorted(i.item_id for i in got) == sorted(set(candidates))
+        assert [i.score for i in got] == sorted((i.score for i in got), reverse=True)
+        ranked = {i.item_id: i.score for i in got}
+        searched = {i.item_id: i.score for i in top if i.item_id in ranked}
+        assert [ranked[i] for i in searched] == pytest.approx(list(searched.values()), abs=1e-4)
+        truth = {i.item_id: i.score for i in ref}
+        assert [i.score for i in got] == pytest.approx([truth[i.item_id] for i in got], abs=2e-3)
+
+
 def test_batch_interface_skips_unknown_items(
     engine: Recommender, bundle: ArtifactBundle, tmp_path: Path
 ) -> None:
