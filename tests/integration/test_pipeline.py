@@ -225,3 +225,41 @@ async def _delete_topk(url: str, version: str, user_id: str) -> None:
     client = redis.Redis.from_url(url)
     await RecommendationCache(client, version, 60).invalidate(user_id)
     await client.aclose()
+
+
+def test_api_precompute_and_engine_as_separate_services(
+    engine: Recommender, bundle: ArtifactBundle, dataset: InteractionData, settings: Settings
+) -> None:
+    """The deployment's wiring on the real engine: the engine app behind real HTTP, precompute
+    and the API reaching it only through ENGINE_URL (each loading just the catalog)."""
+    from live_server import live_server
+
+    from service.engine_server import create_engine_app
+    from service.redis_server import free_port
+
+    assert settings.redis_url is not None
+    asyncio.run(_flush(settings.redis_url))
+    users = list(serving_histories(dataset))[:12]
+    with live_server(create_engine_app(settings, engine), free_port()) as engine_url:
+        remote = settings.model_copy(update={"engine_url": engine_url})
+        summary = run_precompute(remote, users, K, 8, total=len(users))
+        assert summary.cached == len(users)
+        with TestClient(create_app(remote)) as client:
+            assert client.get("/health/ready").json()["status"] == "ready"
+            user, history = users[0]
+            hit = client.get("/v1/recommend", params={"user_id": user, "exclude_seen": False}).json()
+            assert hit["source"] == "cache"
+            assert [i["item_id"] for i in hit["items"]] == [
+                i.item_id for i in engine.recommend([history], K)[0]
+            ]
+            asyncio.run(_delete_topk(settings.redis_url, bundle.version, user))
+            miss = client.get("/v1/recommend", params={"user_id": user, "exclude_seen": False}).json()
+            assert miss["source"] == "model" and miss["items"] == hit["items"]
+            candidates = [i["item_id"] for i in hit["items"][::3]]
+            ranked = client.post("/v1/rank", json={"user_id": user, "candidates": candidates[::-1]}).json()
+            assert ranked["source"] == "model"
+            assert [i["item_id"] for i in ranked["items"]] == candidates
+            scores = {i["item_id"]: i["score"] for i in hit["items"]}
+            assert [i["score"] for i in ranked["items"]] == pytest.approx(
+                [scores[c] for c in candidates], abs=1e-4
+            )
