@@ -287,12 +287,19 @@ async def mixed_load(
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
         wall = time.perf_counter() - began
         lost = 0
-        for user, items_sent in sent.items():  # every event is in the history, in order
-            expected = histories[user] + items_sent
-            async with session.get(f"{base}/users/{user}/history", params={"limit": "1000"}) as response:
-                stored = [item["item_id"] for item in (await response.json())["items"]]
-            lost += stored != expected[-1000:]
-            await recommend(user)  # and the next list leaves out what the user now has
+        gate = asyncio.Semaphore(concurrency)
+
+        async def check(user: str) -> None:
+            """Every event is in the history, in order; the next list leaves out what the user has."""
+            nonlocal lost
+            async with gate:
+                expected = histories[user] + sent[user]
+                async with session.get(f"{base}/users/{user}/history", params={"limit": "1000"}) as response:
+                    stored = [item["item_id"] for item in (await response.json())["items"]]
+                lost += stored != expected[-1000:]
+                await recommend(user)
+
+        await asyncio.gather(*(check(user) for user in sent))
     latencies.sort()
     return {
         "rps": len(latencies) / wall,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -74,14 +73,24 @@ def encode_entry(entry: CachedList) -> str:
     )
 
 
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite score {name}")
+
+
 def decode_entry(raw: bytes | str) -> CachedList:
-    """Parse an entry; ValueError/KeyError/TypeError for anything else (old formats included)."""
-    entry = json.loads(raw)
-    items = [ScoredItem(item_id=str(item_id), score=float(score)) for item_id, score in entry["items"]]
-    if not all(math.isfinite(item.score) for item in items):
-        raise ValueError("non-finite score")
-    seen = frozenset(int(n) for n in entry["seen"])
-    if any(not 0 <= n < len(items) for n in seen):
+    """Parse an entry; ValueError/KeyError/TypeError for anything else (old formats included).
+
+    On the hot path: NaN/Infinity are refused by the parser itself, and items are checked in
+    the one pass that builds them.
+    """
+    entry = json.loads(raw, parse_constant=_reject_constant)
+    items = []
+    for item_id, score in entry["items"]:
+        if type(item_id) is not str or type(score) not in (float, int):
+            raise TypeError(f"malformed item {item_id!r}: {score!r}")
+        items.append(ScoredItem(item_id, float(score)))
+    seen = frozenset(entry["seen"])
+    if any(type(n) is not int or not 0 <= n < len(items) for n in seen):
         raise ValueError("seen position outside the list")
     return CachedList(items, seen)
 

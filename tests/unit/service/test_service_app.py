@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from service_fakes import HashRecommender, open_client
@@ -118,3 +120,18 @@ async def test_missing_redis_url_fails_startup_clearly(recommender: HashRecommen
     with pytest.raises(RuntimeError, match="REDIS_URL is not set"):
         async with app.router.lifespan_context(app):
             pass
+
+
+async def test_an_exhausted_connection_pool_degrades_instead_of_failing(
+    redis_url: str, recommender: HashRecommender, history: HistoryStore
+) -> None:
+    """Past REDIS_MAX_CONNECTIONS a command fails fast (retried once); the request still answers."""
+    await history.set_many({f"u{n}": ["i1"] for n in range(20)})
+    settings = Settings(redis_url=redis_url, max_k=20, redis_max_connections=1)
+    async with open_client(create_app(settings, recommender)) as http:
+        responses = await asyncio.gather(
+            *(http.get("/v1/recommend", params={"user_id": f"u{n % 20}"}) for n in range(40))
+        )
+    assert {r.status_code for r in responses} == {200}
+    sources = {r.json()["source"] for r in responses}
+    assert sources <= {"cache", "model", "fallback"} and "model" in sources
