@@ -16,6 +16,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal, get_args
+from urllib.parse import parse_qsl
 
 import redis.asyncio as redis
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
@@ -278,7 +279,9 @@ def create_app(
         if settings.api_key is not None:
             authorize(request.headers.get("x-api-key"))
         try:
-            query = RecommendQuery.model_validate(request.query_params)
+            # parsed as Starlette's QueryParams would (last value wins), without building one
+            raw = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            query = RecommendQuery.model_validate(dict(raw))
         except ValidationError as exc:
             return _error(422, _validation_message(exc))
         service = await service_of(request)
@@ -383,7 +386,9 @@ def create_app(
 def redis_client(url: str, timeout_s: float, max_connections: int) -> redis.Redis:
     """A client that retries a failed command once after a short backoff and reconnects on its
     own once Redis is back; bounded by ``timeout_s`` per attempt, so a dead Redis costs a
-    request at most ~2 timeouts, never a hang.
+    request at most ~2 timeouts, never a hang. A connection Redis dropped fails its next
+    command, which the retry runs again on a fresh connection; so no health-check PINGs (their
+    clock check on every command cost the cache hit ~3%).
 
     The pool opens up to ``max_connections`` connections; a command beyond that fails (and is
     retried once) instead of queueing. The blocking pool queues instead, but its condition
@@ -398,7 +403,6 @@ def redis_client(url: str, timeout_s: float, max_connections: int) -> redis.Redi
         socket_connect_timeout=timeout_s,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
     )
     return redis.Redis(connection_pool=pool)
 
