@@ -23,7 +23,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -36,7 +36,7 @@ from model.recommender import Recommender
 from service.cache import RecommendationCache
 from service.engine_runner import Engine, ModelRunner
 from service.history import HistoryStore
-from service.metrics import RequestMetrics, metrics_endpoint
+from service.metrics import RequestMetrics, engine_batch_histogram, metrics_endpoint
 from service.recommend import (
     Event,
     EventsAccepted,
@@ -168,12 +168,7 @@ def create_app(
     )
     served_by = {source: served.labels(source=source) for source in get_args(Source)}
     recorded = Counter("genrec_events", "Interactions accepted by POST /events", registry=registry)
-    batch_sizes = Histogram(
-        "genrec_engine_batch_size",
-        "Users per engine call on the miss path (concurrent misses are batched)",
-        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        registry=registry,
-    )
+    batch_sizes = engine_batch_histogram(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

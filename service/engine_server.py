@@ -16,13 +16,13 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from model.recommender import Recommender, ScoredItem
 from service.engine_protocol import ENGINE_API, EngineInfo, RankBody, RankedLists, RecommendBody
 from service.engine_runner import ModelRunner
-from service.metrics import RequestMetrics, metrics_endpoint
+from service.metrics import RequestMetrics, engine_batch_histogram, metrics_endpoint
 from service.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -43,12 +43,7 @@ def create_engine_app(settings: Settings | None = None, recommender: Recommender
     """Build the engine service; ``recommender`` is injected by tests, else the bundle is loaded."""
     settings = settings or get_settings()
     registry = CollectorRegistry()
-    batch_sizes = Histogram(
-        "genrec_engine_batch_size",
-        "Users per engine call (concurrent requests of all clients are batched)",
-        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        registry=registry,
-    )
+    batch_sizes = engine_batch_histogram(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -67,6 +67,16 @@ class RequestMetrics:
             child.observe(time.perf_counter() - started)
 
 
+def engine_batch_histogram(registry: CollectorRegistry) -> Histogram:
+    """Users per engine call: how well concurrent misses batch (API in-process engine, engine service)."""
+    return Histogram(
+        "genrec_engine_batch_size",
+        "Users per engine call (concurrent misses are batched)",
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        registry=registry,
+    )
+
+
 def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:
     """A Starlette endpoint serving ``registry`` in the Prometheus text format."""
 

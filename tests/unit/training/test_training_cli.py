@@ -11,29 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from cli_output import mentions, run_genrec
 
-import genrec_cli
 from training.data import load_lcrec
 from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
 from training.synthetic import NAME, generate_synthetic
-
-BOX = "│╭╮╰╯─"
-
-
-def _run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(genrec_cli.app, list(args))
-    return result.exit_code, result.output
-
-
-def _flat(text: str) -> str:
-    """Output without the error panel's frame and line breaks (Rich wraps long paths anywhere)."""
-    return "".join(ch for ch in text if ch not in BOX and not ch.isspace())
-
-
-def _mentions(output: str, *needles: object) -> bool:
-    flat = _flat(output)
-    return all(_flat(str(needle)) in flat for needle in needles)
 
 
 def fake_embed(texts: Sequence[str]) -> np.ndarray:
@@ -56,11 +38,11 @@ def tok_dir(data_dir: Path) -> Path:
 
 def test_generate_data_writes_the_deterministic_dataset(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    code, output = _run(
+    code, output = run_genrec(
         "generate-data", "--out", str(out), "--users", "25", "--items", "12", "--categories", "3"
     )
     assert code == 0, output
-    assert _mentions(output, "synthetic dataset written to", out)
+    assert mentions(output, "synthetic dataset written to", out)
     data = load_lcrec(out)
     assert data.name == NAME
     assert len(data.sequences) == 25
@@ -73,7 +55,7 @@ def test_generate_data_writes_the_deterministic_dataset(tmp_path: Path) -> None:
 
 def test_generate_data_seed_changes_the_data(tmp_path: Path) -> None:
     for seed in ("0", "1"):
-        code, output = _run(
+        code, output = run_genrec(
             "generate-data", "--out", str(tmp_path / seed), "--users", "10", "--items", "10", "--seed", seed
         )
         assert code == 0, output
@@ -82,25 +64,27 @@ def test_generate_data_seed_changes_the_data(tmp_path: Path) -> None:
 
 
 def test_generate_data_rejects_impossible_sizes(tmp_path: Path) -> None:
-    code, output = _run("generate-data", "--out", str(tmp_path / "d"), "--items", "2", "--categories", "2")
+    code, output = run_genrec(
+        "generate-data", "--out", str(tmp_path / "d"), "--items", "2", "--categories", "2"
+    )
     assert code == 2
-    assert _mentions(output, "num_items must be >= 5")
+    assert mentions(output, "num_items must be >= 5")
     assert not (tmp_path / "d").exists()
 
 
 def test_tokenize_names_a_missing_data_path(tmp_path: Path) -> None:
-    code, output = _run("tokenize", "--data", "/nonexistent", "--out", str(tmp_path / "tok"))
+    code, output = run_genrec("tokenize", "--data", "/nonexistent", "--out", str(tmp_path / "tok"))
     assert code == 2
-    assert _mentions(output, "Invalid value for --data", "/nonexistent", "no such dataset directory")
+    assert mentions(output, "Invalid value for --data", "/nonexistent", "no such dataset directory")
     assert not (tmp_path / "tok").exists()
 
 
 def test_tokenize_names_an_ambiguous_data_dir(tmp_path: Path) -> None:
     for name in ("A", "B"):
         (tmp_path / f"{name}.inter.json").write_text("{}")
-    code, output = _run("tokenize", "--data", str(tmp_path), "--out", str(tmp_path / "tok"))
+    code, output = run_genrec("tokenize", "--data", str(tmp_path), "--out", str(tmp_path / "tok"))
     assert code == 2
-    assert _mentions(output, "--data", tmp_path, "A.inter.json, B.inter.json")
+    assert mentions(output, "--data", tmp_path, "A.inter.json, B.inter.json")
 
 
 def test_tokenize_reads_a_config_file_and_options_override_it(
@@ -112,7 +96,7 @@ def test_tokenize_reads_a_config_file_and_options_override_it(
         '{"sources": ["semantic", "behavior"], "levels": 2, "codebook_size": 3,'
         ' "behavior_codebook_size": 2, "sasrec": {"dim": 8, "epochs": 1}}'
     )
-    code, output = _run(
+    code, output = run_genrec(
         "tokenize",
         "--data",
         str(data_dir),
@@ -140,16 +124,16 @@ def test_tokenize_reads_a_config_file_and_options_override_it(
 def test_tokenize_names_a_bad_setting(
     data_dir: Path, tmp_path: Path, args: list[str], needles: list[str]
 ) -> None:
-    code, output = _run("tokenize", "--data", str(data_dir), "--out", str(tmp_path / "tok"), *args)
+    code, output = run_genrec("tokenize", "--data", str(data_dir), "--out", str(tmp_path / "tok"), *args)
     assert code == 2
-    assert _mentions(output, *needles), output
+    assert mentions(output, *needles), output
     assert not (tmp_path / "tok").exists()
 
 
 def test_train_needs_a_tokenizer_dir_with_a_catalog(data_dir: Path, tmp_path: Path) -> None:
     empty = tmp_path / "not-tokenized"
     empty.mkdir()
-    code, output = _run(
+    code, output = run_genrec(
         "train",
         "--data",
         str(data_dir),
@@ -161,12 +145,12 @@ def test_train_needs_a_tokenizer_dir_with_a_catalog(data_dir: Path, tmp_path: Pa
         "tiny",
     )
     assert code == 2
-    assert _mentions(output, "Invalid value for --tokenizer", empty, "no catalog.json", "genrec tokenize")
+    assert mentions(output, "Invalid value for --tokenizer", empty, "no catalog.json", "genrec tokenize")
     assert not (tmp_path / "run").exists()
 
 
 def test_train_names_a_bad_base_model(data_dir: Path, tok_dir: Path, tmp_path: Path) -> None:
-    code, output = _run(
+    code, output = run_genrec(
         "train",
         "--data", str(data_dir),
         "--tokenizer", str(tok_dir),
@@ -174,7 +158,7 @@ def test_train_names_a_bad_base_model(data_dir: Path, tok_dir: Path, tmp_path: P
         "--base-model", "/nonexistent/model",
     )  # fmt: skip
     assert code == 2
-    assert _mentions(output, "Invalid value for --base-model", "'/nonexistent/model'", "HF checkpoint")
+    assert mentions(output, "Invalid value for --base-model", "'/nonexistent/model'", "HF checkpoint")
     assert not (tmp_path / "run").exists()
 
 
@@ -182,7 +166,7 @@ def test_train_needs_the_trie_before_training(data_dir: Path, tok_dir: Path, tmp
     partial = tmp_path / "tok"
     shutil.copytree(tok_dir, partial)
     (partial / "trie.npz").unlink()
-    code, output = _run(
+    code, output = run_genrec(
         "train",
         "--data", str(data_dir),
         "--tokenizer", str(partial),
@@ -190,12 +174,12 @@ def test_train_needs_the_trie_before_training(data_dir: Path, tok_dir: Path, tmp
         "--base-model", "tiny",
     )  # fmt: skip
     assert code == 2
-    assert _mentions(output, "Invalid value for --tokenizer", "no trie.npz")
+    assert mentions(output, "Invalid value for --tokenizer", "no trie.npz")
     assert not (tmp_path / "run").exists()
 
 
 def test_train_names_a_missing_data_path(tok_dir: Path, tmp_path: Path) -> None:
-    code, output = _run(
+    code, output = run_genrec(
         "train",
         "--data",
         "/nonexistent",
@@ -207,27 +191,33 @@ def test_train_names_a_missing_data_path(tok_dir: Path, tmp_path: Path) -> None:
         "tiny",
     )
     assert code == 2
-    assert _mentions(output, "Invalid value for --data", "/nonexistent")
+    assert mentions(output, "Invalid value for --data", "/nonexistent")
 
 
 def test_export_names_the_missing_part_of_a_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    code, output = _run("export", "--run", str(run), "--artifacts", str(tmp_path / "art"), "--version", "v1")
+    code, output = run_genrec(
+        "export", "--run", str(run), "--artifacts", str(tmp_path / "art"), "--version", "v1"
+    )
     assert code == 2
-    assert _mentions(output, run, "incomplete", "merged missing")
+    assert mentions(output, run, "incomplete", "merged missing")
     assert not (tmp_path / "art").exists()
 
 
 def test_eval_rejects_an_unknown_split(data_dir: Path, tmp_path: Path) -> None:
-    code, output = _run("eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--split", "bogus")
+    code, output = run_genrec(
+        "eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--split", "bogus"
+    )
     assert code == 2
-    assert _mentions(output, "Invalid value for --split", "must be 'valid' or 'test'")
+    assert mentions(output, "Invalid value for --split", "must be 'valid' or 'test'")
 
 
 def test_eval_names_a_directory_that_is_not_a_bundle(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    code, output = _run("eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--out", str(out))
+    code, output = run_genrec(
+        "eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--out", str(out)
+    )
     assert code == 2
-    assert _mentions(output, "Invalid value for --artifacts", tmp_path, "manifest.json not found")
+    assert mentions(output, "Invalid value for --artifacts", tmp_path, "manifest.json not found")
     assert not out.exists()

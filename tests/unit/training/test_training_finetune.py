@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from word_tokenizer import WordTokenizer
 
 from model.bundle import load_bundle
 from model.catalog import Catalog, CatalogItem
@@ -49,26 +50,6 @@ from training.synthetic import generate_synthetic
 
 # ---------------------------------------------------------------------------------------------
 # Encoding and batching (fast, no model)
-
-
-class WordTokenizer:
-    """A stand-in HF tokenizer: one stable id per whitespace-separated word, BOS = 1, EOS = 2."""
-
-    bos_token_id = 1
-    eos_token_id = 2
-
-    def __init__(self) -> None:
-        self.vocab: dict[str, int] = {}
-
-    def _id(self, word: str) -> int:
-        return self.vocab.setdefault(word, 10 + len(self.vocab))
-
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
-        ids = [self._id(word) for word in text.split()]
-        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
-
-    def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
-        return [self._id(token) for token in tokens]
 
 
 SCHEME = SidScheme((3, 4))

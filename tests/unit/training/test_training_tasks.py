@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from word_tokenizer import WordTokenizer
 
 from model.catalog import Catalog, CatalogItem
 from model.semantic_id import SidScheme
@@ -189,27 +190,6 @@ def test_trimmed_drops_the_oldest_but_never_the_masked_item(ctx: TaskContext) ->
         assert len(shorter.history) == len(current.history) - 1
         current = shorter
     assert current.history == (sample.answer_item,)
-
-
-class WordTokenizer:
-    """One id per whitespace word (BOS 1, EOS 2): enough to check encodings."""
-
-    bos_token_id = 1
-    eos_token_id = 2
-    pad_token_id = 3
-
-    def __init__(self) -> None:
-        self.vocab: dict[str, int] = {}
-
-    def _id(self, word: str) -> int:
-        return self.vocab.setdefault(word, 10 + len(self.vocab))
-
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
-        ids = [self._id(word) for word in text.split()]
-        return {"input_ids": ([self.bos_token_id] if add_special_tokens else []) + ids}
-
-    def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]:
-        return [self._id(token) for token in tokens]
 
 
 @pytest.mark.parametrize("align", [1, 8])

@@ -10,28 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_output import mentions, run_genrec
 
-import genrec_cli
 from training.data import load_lcrec
 from training.finetune import RUN_REPORT
 from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
 from training.synthetic import generate_synthetic
-
-BOX = "│╭╮╰╯─"
-
-
-def _run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(genrec_cli.app, list(args))
-    return result.exit_code, result.output
-
-
-def _flat(text: str) -> str:
-    return "".join(ch for ch in text if ch not in BOX and not ch.isspace())
-
-
-def _mentions(output: str, *needles: object) -> bool:
-    return all(_flat(str(needle)) in _flat(output) for needle in needles)
 
 
 def fake_embed(texts: Sequence[str]) -> np.ndarray:
@@ -50,7 +34,7 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _train(dirs: tuple[Path, Path], out: Path, *args: str) -> tuple[int, str]:
     data, tok = dirs
-    return _run("train", "--data", str(data), "--tokenizer", str(tok), "--out", str(out), *args)
+    return run_genrec("train", "--data", str(data), "--tokenizer", str(tok), "--out", str(out), *args)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +56,7 @@ def test_train_names_a_bad_config_value(
     path.write_text(json.dumps({"base_model": "tiny", **config}))
     code, output = _train(dirs, tmp_path / "run", "--config", str(path), *args)
     assert code == 2, output
-    assert _mentions(output, *needles), output
+    assert mentions(output, *needles), output
     assert not (tmp_path / "run").exists()
 
 
@@ -80,12 +64,12 @@ def test_train_names_an_unreadable_config(dirs: tuple[Path, Path], tmp_path: Pat
     path = tmp_path / "train.json"
     path.write_text("{not json")
     code, output = _train(dirs, tmp_path / "run", "--config", str(path))
-    assert code == 2 and _mentions(output, "--config", "cannot read"), output
+    assert code == 2 and mentions(output, "--config", "cannot read"), output
 
 
 def test_resume_without_a_checkpoint_is_named(dirs: tuple[Path, Path], tmp_path: Path) -> None:
     code, output = _train(dirs, tmp_path / "run", "--base-model", "tiny", "--max-steps", "1", "--resume")
-    assert code == 2 and _mentions(output, "--resume", "nothing to resume"), output
+    assert code == 2 and mentions(output, "--resume", "nothing to resume"), output
 
 
 @pytest.mark.slow
