@@ -254,7 +254,12 @@ def test_api_precompute_and_engine_as_separate_services(
             ]
             asyncio.run(_delete_topk(settings.redis_url, bundle.version, user))
             miss = client.get("/v1/recommend", params={"user_id": user, "exclude_seen": False}).json()
-            assert miss["source"] == "model" and miss["items"] == hit["items"]
+            assert miss["source"] == "model"
+            # the same list; scores to float32 noise (another batch composition in the engine)
+            assert [i["item_id"] for i in miss["items"]] == [i["item_id"] for i in hit["items"]]
+            assert [i["score"] for i in miss["items"]] == pytest.approx(
+                [i["score"] for i in hit["items"]], abs=1e-4
+            )
             candidates = [i["item_id"] for i in hit["items"][::3]]
             ranked = client.post("/v1/rank", json={"user_id": user, "candidates": candidates[::-1]}).json()
             assert ranked["source"] == "model"
