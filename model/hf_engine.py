@@ -6,10 +6,12 @@ as the ground truth the vLLM engine is tested against.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from model.bundle import ArtifactBundle
 from model.search import ChildScorer, LiveRows, renormalise
@@ -19,7 +21,13 @@ from model.trie_mask import sid_token_table
 
 
 class HFChildScorer:
-    """Scores trie children with full forward passes over prompt + beam prefix (left-padded).
+    """Scores trie children with transformers forward passes, every prompt run once.
+
+    The first call runs the batch's prompts (left-padded, ``batch_size`` at a time) and keeps
+    their KV cache and last-position logits; the first level is scored from those logits, and
+    every later level runs only each row's beam prefix (at most num_levels - 1 tokens) on top
+    of its prompt's cache. That is what makes the reference engine usable for evaluation and
+    validation on a GPU without vLLM: a user costs one prompt, not one prompt per beam and level.
 
     Every valid child of a row gets its renormalised log-probability (nothing is truncated to
     a top-N as in vLLM), so the same scorer serves the top-K search and ``rank``.
@@ -39,37 +47,102 @@ class HFChildScorer:
         self.children_tokens = children_tokens
         self.pad_id = pad_id
         self.batch_size = batch_size
+        self._prompt_state: _PromptState | None = None
 
     @torch.inference_mode()
     def __call__(self, rows: LiveRows) -> np.ndarray:
-        device = next(self.model.parameters()).device
+        state = self._prompt_state or self._run_prompts()
+        self._prompt_state = state
         out = np.empty((len(rows.node), self.children_tokens.shape[1]), dtype=np.float64)
         for start in range(0, len(rows.node), self.batch_size):
             stop = start + self.batch_size
-            seqs = [
-                self.prompts[p] + prefix.tolist()
-                for p, prefix in zip(
-                    rows.prompt_index[start:stop], rows.prefix_tokens[start:stop], strict=True
-                )
-            ]
-            length = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
-            attention = torch.zeros((len(seqs), length), dtype=torch.long)
-            for i, seq in enumerate(seqs):
-                ids[i, length - len(seq) :] = torch.tensor(seq)
-                attention[i, length - len(seq) :] = 1
-            positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-            logits = self.model(
-                input_ids=ids.to(device),
-                attention_mask=attention.to(device),
-                position_ids=positions.to(device),
-            ).logits[:, -1, :]
+            index = torch.as_tensor(rows.prompt_index[start:stop], device=state.device)
+            prefix = rows.prefix_tokens[start:stop]
+            if prefix.shape[1] == 0:
+                logits = state.last_logits.index_select(0, index)
+            else:
+                logits = self._extend(state, index, torch.as_tensor(prefix, device=state.device))
             children = self.children_tokens[rows.node[start:stop]]
             gathered = torch.gather(
-                logits.float(), 1, torch.as_tensor(np.maximum(children, 0), device=device)
+                logits.float(), 1, torch.as_tensor(np.maximum(children, 0), device=state.device)
             )
             out[start:stop] = renormalise(gathered.cpu().numpy().astype(np.float64), children != PAD)
         return out
+
+    def _run_prompts(self) -> _PromptState:
+        """Every prompt left-padded to the longest, run in chunks; their caches concatenated."""
+        device = next(self.model.parameters()).device
+        length = max(len(p) for p in self.prompts)
+        ids = torch.full((len(self.prompts), length), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(self.prompts), length), dtype=torch.long)
+        for i, prompt in enumerate(self.prompts):
+            ids[i, length - len(prompt) :] = torch.tensor(prompt)
+            attention[i, length - len(prompt) :] = 1
+        ids, attention = ids.to(device), attention.to(device)
+        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+        keys: list[list[torch.Tensor]] = []
+        values: list[list[torch.Tensor]] = []
+        last: list[torch.Tensor] = []
+        for start in range(0, len(self.prompts), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            output = self.model(
+                input_ids=ids[chunk],
+                attention_mask=attention[chunk],
+                position_ids=positions[chunk],
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            last.append(output.logits[:, -1, :])
+            for layer, (key, value, *_) in enumerate(output.past_key_values):
+                if layer == len(keys):
+                    keys.append([])
+                    values.append([])
+                keys[layer].append(key)
+                values[layer].append(value)
+        return _PromptState(
+            device=device,
+            attention=attention,
+            next_position=attention.sum(dim=1),
+            last_logits=torch.cat(last),
+            keys=[torch.cat(k) for k in keys],
+            values=[torch.cat(v) for v in values],
+        )
+
+    def _extend(self, state: _PromptState, index: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """Last-position logits of prompt ``index[r]`` + ``prefix[r]`` for each row ``r``."""
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (k.index_select(0, index), v.index_select(0, index))
+                for k, v in zip(state.keys, state.values, strict=True)
+            ]
+        )
+        depth = prefix.shape[1]
+        attention = torch.cat(
+            [state.attention.index_select(0, index), torch.ones_like(prefix, dtype=torch.long)], dim=1
+        )
+        offsets = torch.arange(depth, device=state.device)
+        positions = state.next_position.index_select(0, index)[:, None] + offsets[None, :]
+        output = self.model(
+            input_ids=prefix,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return output.logits[:, -1, :]
+
+
+@dataclass(frozen=True)
+class _PromptState:
+    """One batch's prompts after their forward pass: what every level's rows extend."""
+
+    device: torch.device
+    attention: torch.Tensor  # [P, L] left padding
+    next_position: torch.Tensor  # [P] position of the first token after each prompt
+    last_logits: torch.Tensor  # [P, vocab] logits at each prompt's last token
+    keys: list[torch.Tensor]  # per layer [P, heads, L, head_dim]
+    values: list[torch.Tensor]
 
 
 def hf_recommender(
