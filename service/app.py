@@ -285,9 +285,9 @@ def create_app(
         served_by[result.source].inc()
         return Response(service.render(result), media_type="application/json")
 
-    # Documented (schema, auth, errors) through the router; requests are served by the
-    # Starlette routes inserted ahead of it in front of the app's routes, which skip FastAPI's
-    # per-request dependency solving: ~20% of a cache hit.
+    # Documented (schema, auth, errors) through the router, but served by plain Starlette routes
+    # inserted in front of the app's routes (below): they skip FastAPI's per-request dependency
+    # solving, ~20% of a cache hit.
     api.add_api_route(
         "/recommend",
         recommend,

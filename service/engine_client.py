@@ -27,6 +27,9 @@ from service.engine_runner import EngineTimeout
 
 logger = logging.getLogger(__name__)
 
+# Readiness probes ask the engine for its info; they must answer fast even when it hangs.
+STATUS_TIMEOUT_S = 2.0
+
 
 class EngineUnavailable(RuntimeError):
     """The engine service could not be reached or did not answer properly."""
@@ -52,14 +55,15 @@ class EngineClient:
     def catalog(self) -> Catalog:
         return self._catalog
 
-    async def info(self) -> EngineInfo:
-        response = await self._call("GET", f"{ENGINE_API}/info")
+    async def info(self, timeout_s: float | None = None) -> EngineInfo:
+        response = await self._call("GET", f"{ENGINE_API}/info", timeout_s=timeout_s)
         return EngineInfo.model_validate_json(response.content)
 
     async def status(self) -> str:
-        """ "ok" when the engine service answers with this model version, else why not."""
+        """ "ok" when the engine service answers with this model version, else why not (within
+        ``STATUS_TIMEOUT_S``, so a hung engine does not hang readiness probes)."""
         try:
-            info = await self.info()
+            info = await self.info(timeout_s=min(STATUS_TIMEOUT_S, self.timeout_s))
         except (EngineUnavailable, EngineTimeout, ValueError) as exc:
             return f"error: {exc}"
         if info.model_version != self._model_version:
@@ -82,13 +86,16 @@ class EngineClient:
             )
         return [[ScoredItem(item_id, score) for item_id, score in row] for row in answer.lists]
 
-    async def _call(self, method: str, path: str, content: str | None = None) -> httpx.Response:
+    async def _call(
+        self, method: str, path: str, content: str | None = None, timeout_s: float | None = None
+    ) -> httpx.Response:
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
             response = await self._http.request(
-                method, path, content=content, headers={"content-type": "application/json"}
+                method, path, content=content, headers={"content-type": "application/json"}, timeout=timeout
             )
         except httpx.TimeoutException as exc:
-            raise EngineTimeout(f"the engine service did not answer within {self.timeout_s}s") from exc
+            raise EngineTimeout(f"the engine service did not answer within {timeout}s") from exc
         except httpx.TransportError as exc:
             raise EngineUnavailable(f"engine service at {self.url} unreachable: {exc!r}") from exc
         if response.status_code != 200:

@@ -155,3 +155,31 @@ async def test_precompute_through_the_engine_service(
         entry = await cache.get(user_id)
         assert entry is not None and entry.items == model.top_k(items, 10)
     assert sum(len(call) for call in model.calls) == 40
+
+
+async def test_a_silent_engine_fails_status_fast_and_calls_at_the_timeout(catalog: Catalog) -> None:
+    """A listener that accepts and never answers (a wedged engine): readiness learns it within
+    STATUS_TIMEOUT_S, however long ENGINE_TIMEOUT_S is; a request waits ENGINE_TIMEOUT_S."""
+    import socket
+
+    from service.engine_client import STATUS_TIMEOUT_S
+    from service.engine_runner import EngineTimeout
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    client = EngineClient(
+        f"http://127.0.0.1:{listener.getsockname()[1]}", catalog, MODEL_VERSION, timeout_s=30
+    )
+    try:
+        started = time.monotonic()
+        assert "did not answer" in await client.status()
+        assert time.monotonic() - started < STATUS_TIMEOUT_S + 1
+        client.timeout_s = 0.5
+        started = time.monotonic()
+        with pytest.raises(EngineTimeout, match=r"within 0\.5s"):
+            await client.run([["i1"]], 5)
+        assert time.monotonic() - started < 2
+    finally:
+        await client.aclose()
+        listener.close()
