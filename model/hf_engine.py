@@ -153,8 +153,16 @@ def hf_recommender(
     max_batch: int = 16,
     prompt_settings: PromptSettings | None = None,
     device: str = "cpu",
+    rows: int = 64,
 ) -> ConstrainedRecommender:
-    """A ``Recommender`` for ``bundle`` that runs the model with transformers."""
+    """A ``Recommender`` for ``bundle`` that runs the model with transformers.
+
+    ``max_batch`` users share one constrained search (their prompts run once, together);
+    ``rows`` is how many sequences (prompts, then beam rows) go through one forward pass: a
+    GPU wants hundreds, 2 CPU threads a few dozen.
+    """
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = model_dir or bundle.model_dir
@@ -166,7 +174,7 @@ def hf_recommender(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def make_scorer(prompts: list[list[int]]) -> ChildScorer:
-        return HFChildScorer(model, prompts, children, pad_id=pad_id)
+        return HFChildScorer(model, prompts, children, pad_id=pad_id, batch_size=rows)
 
     return ConstrainedRecommender(
         catalog=bundle.catalog,

@@ -292,6 +292,22 @@ def histories(
     typer.echo(f"wrote {len(users)} histories to {out}")
 
 
+EVAL_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _eval_device(name: str) -> str:
+    """``auto`` -> cuda when torch sees a GPU, else cpu; ``cuda`` without one is an error."""
+    import torch
+
+    if name not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("must be 'auto', 'cpu' or 'cuda'", param_hint="--device")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("cuda was asked for but torch sees no GPU", param_hint="--device")
+    return name
+
+
 @app.command("eval")
 def eval_command(
     artifacts: Annotated[Path, typer.Option(help="artifact bundle directory")],
@@ -302,32 +318,66 @@ def eval_command(
     engine: Annotated[
         str, typer.Option(help="vllm (the serving engine) or hf (transformers reference)")
     ] = "vllm",
-    batch_size: int = 64,
+    batch_size: Annotated[int, typer.Option(help="users per engine call (one constrained search)")] = 64,
+    device: Annotated[str, typer.Option(help="hf engine: auto, cpu or cuda [auto]")] = "auto",
+    rows: Annotated[
+        int | None,
+        typer.Option(help="hf engine: sequences per forward pass [64 on cpu, 512 on cuda]", min=1),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="hf engine: auto (bf16 autocast on cuda, fp32 on cpu), fp32 or bf16")
+    ] = "auto",
     out: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
 ) -> None:
     """Recall@5/10 and NDCG@5/10 through the constrained engine (leave-one-out, full ranking)."""
+    import contextlib
+
     from model.bundle import BundleError, load_bundle
     from training.evaluate import evaluate, select_examples
 
     if split not in ("valid", "test"):
         raise typer.BadParameter("must be 'valid' or 'test'", param_hint="--split")
+    if engine not in ("vllm", "hf"):
+        raise typer.BadParameter("must be 'vllm' or 'hf'", param_hint="--engine")
+    if precision not in EVAL_PRECISIONS:
+        raise typer.BadParameter(f"must be one of {', '.join(EVAL_PRECISIONS)}", param_hint="--precision")
+    if batch_size < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
+    if engine == "vllm" and (device != "auto" or rows is not None or precision != "auto"):
+        raise typer.BadParameter(
+            "--device, --rows and --precision apply to --engine hf (vLLM places and batches itself)",
+            param_hint="--engine",
+        )
+    where = _eval_device(device) if engine == "hf" else None
     try:
         bundle = load_bundle(artifacts)
     except BundleError as exc:
         raise typer.BadParameter(str(exc), param_hint="--artifacts") from exc
     examples = select_examples(_load(data), split, max_users)
-    if engine == "hf":
+    scope: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    settings: dict[str, object] = {"engine": engine}
+    if where is not None:
+        import torch
+
         from model.hf_engine import hf_recommender
 
-        recommender = hf_recommender(bundle, beam_width=k)
-    elif engine == "vllm":
+        rows = rows or (512 if where == "cuda" else 64)
+        dtype = ("bf16" if where == "cuda" else "fp32") if precision == "auto" else precision
+        if where == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+        if dtype == "bf16":  # fp32 weights, bf16 matmuls: what training's validation runs
+            scope = torch.autocast(where, dtype=torch.bfloat16)
+        recommender = hf_recommender(bundle, beam_width=k, max_batch=batch_size, device=where, rows=rows)
+        settings.update(device=where, rows=rows, precision=dtype, batch_size=batch_size)
+    else:
         from model.engine_config import EngineConfig
         from model.vllm_engine import VllmRecommender
 
         recommender = VllmRecommender(bundle, EngineConfig(beam_width=k, max_batch=batch_size))
-    else:
-        raise typer.BadParameter("must be 'vllm' or 'hf'", param_hint="--engine")
-    report = evaluate(recommender, examples, split=split, k=k, batch_size=batch_size)
+        settings.update(batch_size=batch_size)
+    with scope:
+        report = evaluate(recommender, examples, split=split, k=k, batch_size=batch_size)
+    report.extra.update(settings)
     text = json.dumps(report.to_json(), indent=2)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

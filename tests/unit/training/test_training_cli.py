@@ -221,3 +221,77 @@ def test_eval_names_a_directory_that_is_not_a_bundle(data_dir: Path, tmp_path: P
     assert code == 2
     assert mentions(output, "Invalid value for --artifacts", tmp_path, "manifest.json not found")
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(data_dir: Path, tok_dir: Path) -> Path:
+    """A tiny model trained for two steps and exported: enough for the eval command's plumbing."""
+    import torch
+
+    from training.export import export_run
+    from training.finetune import TrainConfig, train
+
+    config = TrainConfig(
+        base_model="tiny", max_steps=2, batch_size=8, with_titles=False, history_len=8, device="cpu"
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(load_lcrec(data_dir), tok_dir, data_dir.parent / "run", config)
+    finally:
+        torch.set_num_threads(threads)
+    return export_run(data_dir.parent / "run", data_dir.parent / "artifacts", "v1").root
+
+
+def test_eval_hf_on_cpu_records_device_rows_and_precision(
+    bundle_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    reports = {}
+    for rows in ("3", None):
+        out = tmp_path / f"report-{rows}.json"
+        args = ["eval", "--artifacts", str(bundle_dir), "--data", str(data_dir), "--engine", "hf"]
+        args += ["--device", "cpu", "--k", "5", "--batch-size", "7", "--out", str(out)]
+        code, output = run_genrec(*args, *(["--rows", rows] if rows else []))
+        assert code == 0, output
+        reports[rows] = json.loads(out.read_text())
+    small, default = reports["3"], reports[None]
+    expected = {"engine": "hf", "device": "cpu", "rows": 3, "precision": "fp32", "batch_size": 7}
+    assert small["extra"] == expected
+    assert default["extra"]["rows"] == 64
+    assert small["users"] == default["users"] == 20
+    # Rows per forward pass and users per search change the batching, never the lists.
+    assert small["metrics"] == pytest.approx(default["metrics"])
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks the error of a machine without a GPU"
+)
+def test_eval_names_cuda_without_a_gpu(data_dir: Path, tmp_path: Path) -> None:
+    code, output = run_genrec(
+        "eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--engine", "hf", "--device", "cuda"
+    )
+    assert code == 2
+    assert mentions(output, "Invalid value for --device", "torch sees no GPU")
+
+
+def test_eval_rejects_an_unknown_device(data_dir: Path, tmp_path: Path) -> None:
+    code, output = run_genrec(
+        "eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--engine", "hf", "--device", "tpu"
+    )
+    assert code == 2
+    assert mentions(output, "Invalid value for --device", "must be 'auto', 'cpu' or 'cuda'")
+
+
+@pytest.mark.parametrize("option", [("--device", "cpu"), ("--rows", "8"), ("--precision", "bf16")])
+def test_eval_hf_options_need_the_hf_engine(data_dir: Path, tmp_path: Path, option: tuple[str, str]) -> None:
+    code, output = run_genrec("eval", "--artifacts", str(tmp_path), "--data", str(data_dir), *option)
+    assert code == 2
+    assert mentions(output, "Invalid value for --engine", "apply to --engine hf")
+
+
+def test_eval_rejects_bad_rows_and_precision(data_dir: Path, tmp_path: Path) -> None:
+    base = ("eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--engine", "hf")
+    code, output = run_genrec(*base, "--rows", "0")
+    assert code == 2 and mentions(output, "--rows")
+    code, output = run_genrec(*base, "--precision", "fp8")
+    assert code == 2 and mentions(output, "Invalid value for --precision", "auto, fp32, bf16")
