@@ -1,4 +1,4 @@
-"""Assemble ``benchmarks/results/beauty.json`` from the harness's reports.
+"""Assemble ``benchmarks/results/beauty.json`` (or another dataset's) from the harness's reports.
 
 ``genrec baseline`` writes one ``{valid, test}`` file per baseline and ``genrec eval`` one
 report per split for genrec; this puts their Recall@5/10 and NDCG@5/10 side by side, with the
@@ -6,6 +6,9 @@ commands that produced them. A method whose reports are not given is recorded as
 
     python benchmarks/beauty_results.py --baseline runs/beauty/popular.json \\
         --baseline runs/beauty/sasrec.json [--genrec-valid FILE --genrec-test FILE]
+    python benchmarks/beauty_results.py --data ../shared/datasets/amazon2014_office_lcrec \\
+        --baseline runs/office/popular.json --baseline runs/office/sasrec.json \\
+        --out benchmarks/results/office.json
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import RESULTS, emit  # noqa: E402
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
-BASELINE_COMMAND = (
-    "genrec baseline --data ../shared/datasets/amazon2014_beauty_p5order --method {method} --out {out}"
-)
+BASELINE_COMMAND = "genrec baseline --data {data} --method {method} --out {out}"
+BEAUTY_DATA = "../shared/datasets/amazon2014_beauty_p5order"
 
 
 def metrics(report: dict[str, object]) -> dict[str, float]:
@@ -40,6 +42,7 @@ def main() -> None:
     )
     parser.add_argument("--genrec-valid", type=Path, help="`genrec eval --split valid --out` report")
     parser.add_argument("--genrec-test", type=Path, help="`genrec eval --split test --out` report")
+    parser.add_argument("--data", default=BEAUTY_DATA, help="the dataset the reports were made on")
     parser.add_argument("--out", type=Path, default=RESULTS / "beauty.json")
     args = parser.parse_args()
 
@@ -48,7 +51,7 @@ def main() -> None:
     for path in args.baseline:
         report = json.loads(path.read_text())
         result[report["method"]] = {split: metrics(report[split]) for split in ("valid", "test")}
-        commands.append(BASELINE_COMMAND.format(method=report["method"], out=path))
+        commands.append(BASELINE_COMMAND.format(data=args.data, method=report["method"], out=path))
     if args.genrec_valid and args.genrec_test:
         result["genrec"] = {
             split: metrics(json.loads(path.read_text()))
