@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from model.recommender import Recommender
 from service.cache import RecommendationCache
+from service.engine import load_recommender, stop_recommender
 from service.engine_runner import Engine, ModelRunner
 from service.history import HistoryStore
 from service.metrics import RequestMetrics, engine_batch_histogram, metrics_endpoint
@@ -137,7 +138,7 @@ def _error(status_code: int, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status_code, content=ErrorBody(detail=detail).model_dump())
 
 
-def _validation_message(exc: RequestValidationError | ValidationError) -> str:
+def validation_message(exc: RequestValidationError | ValidationError) -> str:
     """FastAPI's error list as one readable line, e.g. ``user_id: Field required``."""
     parts = []
     for error in exc.errors():
@@ -210,15 +211,13 @@ def create_app(
             await client.aclose()
             if model is not None and model is not engine:
                 await model.aclose()
-            close = getattr(owned, "close", None)
-            if callable(close):
-                close()
+            stop_recommender(owned)
 
     app = FastAPI(title="genrec", summary="LLM generative recommender", lifespan=lifespan)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, _validation_message(exc))
+        return _error(422, validation_message(exc))
 
     @app.exception_handler(RedisError)
     async def on_redis_error(_: Request, exc: RedisError) -> JSONResponse:
@@ -278,7 +277,7 @@ def create_app(
             raw = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
             query = RecommendQuery.model_validate(dict(raw))
         except ValidationError as exc:
-            return _error(422, _validation_message(exc))
+            return _error(422, validation_message(exc))
         service = await service_of(request)
         k = settings.default_k if query.k is None else query.k
         result = await service.recommend(query.user_id, k, exclude_seen=query.exclude_seen)
@@ -415,8 +414,6 @@ async def _connect_engine(settings: Settings) -> tuple[Engine, Recommender | Non
     """The engine service at ENGINE_URL (the API then loads only the catalog), or the bundle's
     model in this process; the second value is the recommender to stop at shutdown."""
     if settings.engine_url is None:
-        from service.engine import load_recommender
-
         owned = load_recommender(settings)
         return local_engine(owned, settings), owned
     from model.bundle import load_bundle

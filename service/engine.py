@@ -23,3 +23,10 @@ def load_recommender(settings: Settings) -> Recommender:
     logger.info("starting the vLLM engine for bundle %s with %s", bundle.version, config)
     recommender: Recommender = VllmRecommender(bundle, config)
     return recommender
+
+
+def stop_recommender(recommender: object) -> None:
+    """Stop a recommender's engine now (the vLLM one has worker processes), if it has one."""
+    close = getattr(recommender, "close", None)
+    if callable(close):
+        close()

@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from model.recommender import Recommender, ScoredItem
+from service.app import validation_message
+from service.engine import load_recommender, stop_recommender
 from service.engine_protocol import ENGINE_API, EngineInfo, RankBody, RankedLists, RecommendBody
 from service.engine_runner import ModelRunner
 from service.metrics import RequestMetrics, engine_batch_histogram, metrics_endpoint
@@ -50,8 +52,6 @@ def create_engine_app(settings: Settings | None = None, recommender: Recommender
         app.state.runner = None
         owned: Recommender | None = None
         if recommender is None:
-            from service.engine import load_recommender
-
             owned = load_recommender(settings)
         model = recommender or owned
         assert model is not None
@@ -72,15 +72,13 @@ def create_engine_app(settings: Settings | None = None, recommender: Recommender
             yield
         finally:
             app.state.runner = None
-            close = getattr(owned, "close", None)
-            if callable(close):
-                close()
+            stop_recommender(owned)
 
     app = FastAPI(title="genrec engine", summary="constrained top-K and ranking over HTTP", lifespan=lifespan)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc.errors()[:3])})
+        return JSONResponse(status_code=422, content={"detail": validation_message(exc)})
 
     def runner_of(request: Request) -> ModelRunner:
         runner: ModelRunner = request.app.state.runner  # set before the server takes requests
