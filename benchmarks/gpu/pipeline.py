@@ -1,0 +1,289 @@
+"""The device side of the Beauty GPU runs (issues 4 and 5), inside one deadline.
+
+1. convert the reassembled SmolLM2 GGUF into the HF checkpoint ``genrec train`` starts from;
+2. fine-tune one run per tokenizer variant, all at once on the one GPU (a 135M model leaves
+   an H200 mostly idle; same config and time budget for each: issue 4's equal budgets);
+3. export each run into a bundle;
+4. evaluate with the HF engine (no vLLM there): validation for every variant, test for
+   ``--test-variant`` (issue 5), all at once. The number of users is what fits before the
+   deadline, estimated from the runs' own validation speed (all users when they fit);
+5. pack the reports into ``--out``: ``summary.json``, ``eval_<variant>_<split>.json``,
+   ``reports.tar.gz`` (every train_report.json, eval report and log) and ``pipeline.log``.
+
+Whatever stops a step (a crash, a timeout), what exists by then is packed. Every step runs
+``benchmarks/gpu/offline_cli.py`` (``genrec`` without the service side) in a subprocess with
+its own log. ``run_call2.sh`` calls this after installing the wheels and joining the model;
+for a CPU rehearsal see ``benchmarks/gpu/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, str(REPO / "benchmarks" / "gpu" / "offline_cli.py")]
+VARIANTS = ("semantic", "behavior", "dual")
+ALL_USERS = 22363  # Beauty's users with a validation and a test target
+
+logger = logging.getLogger("gpu.pipeline")
+
+
+class Clock:
+    """Seconds since the call started (``--started``, epoch seconds from the shell) and left."""
+
+    def __init__(self, started: float, deadline_s: float) -> None:
+        self.started = started
+        self.deadline_s = deadline_s
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def left(self) -> float:
+        return self.deadline_s - self.elapsed()
+
+
+def run_logged(
+    name: str, args: list[str], log_dir: Path, env: dict[str, str], timeout: float
+) -> subprocess.Popen[bytes]:
+    log = (log_dir / f"{name}.log").open("wb")
+    logger.info("start %s (timeout %.0f s): %s", name, timeout, " ".join(args))
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    proc.name = name  # type: ignore[attr-defined]
+    proc.deadline = time.time() + timeout  # type: ignore[attr-defined]
+    return proc
+
+
+def wait_all(procs: list[subprocess.Popen[bytes]], log_dir: Path) -> dict[str, int | str]:
+    """Wait for every process; kill those past their deadline. name -> return code or 'timeout'."""
+    status: dict[str, int | str] = {}
+    pending = list(procs)
+    while pending:
+        for proc in list(pending):
+            code = proc.poll()
+            if code is None and time.time() > proc.deadline:  # type: ignore[attr-defined]
+                proc.kill()
+                proc.wait()
+                code = -9
+                status[proc.name] = "timeout"  # type: ignore[attr-defined]
+            if code is not None:
+                pending.remove(proc)
+                status.setdefault(proc.name, code)  # type: ignore[attr-defined]
+                level = logging.INFO if code == 0 else logging.ERROR
+                logger.log(level, "%s finished: %s", proc.name, status[proc.name])  # type: ignore[attr-defined]
+                if code != 0:
+                    tail = (log_dir / f"{proc.name}.log").read_bytes()[-3000:]  # type: ignore[attr-defined]
+                    logger.error("%s log tail:\n%s", proc.name, tail.decode(errors="replace"))  # type: ignore[attr-defined]
+        time.sleep(1.0)
+    return status
+
+
+def eval_users(runs: dict[str, Path], jobs: int, seconds: float, cap: int | None) -> int | None:
+    """Users per eval that fit in ``seconds``: the slowest run's validation rate (users/s while
+    the runs shared the GPU, as the ``jobs`` evals will), 60% of it, minus loading time.
+    None (all users) when they fit or no run validated."""
+    rates = []
+    for run in runs.values():
+        report = run / "train_report.json"
+        if not report.is_file():
+            continue
+        curve = json.loads(report.read_text()).get("val_curve") or []
+        users = json.loads(report.read_text())["config"]["val_users"]
+        rates += [users / p["wall_s"] for p in curve if p.get("wall_s")]
+    if not rates:
+        return cap
+    fit = int(min(rates) * max(0.0, seconds - 40.0) * 0.6 * 3 / max(jobs, 3))
+    logger.info(
+        "validation ran at >= %.1f users/s: %d users fit per eval in %.0f s", min(rates), fit, seconds
+    )
+    users = None if fit >= ALL_USERS else max(fit, 100)
+    if cap is not None:
+        users = cap if users is None else min(users, cap)
+    return users
+
+
+PACKED = ("logs/*.log", "runs/*/train_report.json", "eval/*.json", "artifacts/*/*/manifest.json")
+
+
+def pack(work: Path, out: Path, summary: dict[str, object]) -> None:
+    """``summary.json``, the eval reports, ``pipeline.log`` and ``reports.tar.gz`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for report in sorted((work / "eval").glob("eval_*.json")):
+        shutil.copy(report, out / report.name)
+    if (work / "logs" / "pipeline.log").is_file():
+        shutil.copy(work / "logs" / "pipeline.log", out / "pipeline.log")
+    with tarfile.open(out / "reports.tar.gz", "w:gz") as tar:
+        for pattern in PACKED:
+            for path in sorted(work.glob(pattern)):
+                tar.add(path, arcname=str(path.relative_to(work)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="Beauty dataset directory")
+    parser.add_argument("--tok-root", type=Path, required=True, help="<variant>/ tokenizer dirs")
+    parser.add_argument("--work", type=Path, required=True, help="scratch: cache, runs, bundles, logs")
+    parser.add_argument("--out", type=Path, required=True, help="where the reports go ($OUT)")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--test-variant", default="semantic", help="also evaluated on test ('' : none)")
+    parser.add_argument("--config", type=Path, default=REPO / "benchmarks" / "configs" / "train_beauty.json")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--started", type=float, default=time.time(), help="epoch s the call began")
+    parser.add_argument("--deadline-s", type=float, default=540.0, help="everything packed by then")
+    parser.add_argument("--train-s", type=float, default=150.0, help="stage-1 training time per run")
+    parser.add_argument(
+        "--eval-reserve-s", type=float, default=150.0, help="kept for export + eval after training"
+    )
+    parser.add_argument("--train-args", default="", help="more `genrec train` options, one string")
+    parser.add_argument(
+        "--eval-args", default="--rows 512 --batch-size 256", help="more `genrec eval` options, one string"
+    )
+    parser.add_argument("--eval-users", type=int, help="at most this many users per eval")
+    parser.add_argument("--threads", type=int, default=4, help="CPU threads per process")
+    args = parser.parse_args()
+
+    clock = Clock(args.started, args.deadline_s)
+    work: Path = args.work
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(work / "logs" / "pipeline.log")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger().addHandler(handler)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+
+    variants = [v for v in args.variants.split(",") if v]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+        "TOKENIZERS_PARALLELISM": "true",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TQDM_MININTERVAL": "15",
+        "PYTHONUNBUFFERED": "1",
+        "GENREC_CACHE": str(work / "cache"),
+    }
+    summary: dict[str, object] = {
+        "variants": variants,
+        "device": args.device,
+        "config": json.loads(args.config.read_text()),
+        "train_s": args.train_s,
+        "train_args": args.train_args,
+        "eval_args": args.eval_args,
+        "timeline": {},
+    }
+    timeline: dict[str, float] = summary["timeline"]  # type: ignore[assignment]
+    runs = {v: work / "runs" / v for v in variants}
+    try:
+        # 1. the base model, once (the runs would race on the cache)
+        convert = [
+            sys.executable,
+            "-c",
+            "from training.base_model import convert_smollm2; print(convert_smollm2())",
+        ]
+        status = wait_all([run_logged("convert", convert, logs, env, clock.left())], logs)
+        timeline["converted"] = round(clock.elapsed(), 1)
+        if status["convert"] != 0:
+            raise RuntimeError("base model conversion failed")
+
+        # 2. one run per variant, all at once
+        train_timeout = clock.left() - args.eval_reserve_s
+        procs = []
+        for v in variants:
+            command = [*CLI, "train", "--config", str(args.config), "--data", str(args.data)]
+            command += ["--tokenizer", str(args.tok_root / v), "--out", str(runs[v])]
+            command += [
+                "--device",
+                args.device,
+                "--max-train-s",
+                str(args.train_s),
+                *shlex.split(args.train_args),
+            ]
+            procs.append(run_logged(f"train_{v}", command, logs, env, train_timeout))
+        summary["train_status"] = wait_all(procs, logs)
+        timeline["trained"] = round(clock.elapsed(), 1)
+        for v in variants:
+            report = runs[v] / "train_report.json"
+            if report.is_file():
+                full = json.loads(report.read_text())
+                summary[f"train_{v}"] = {k: full.get(k) for k in (
+                    "examples", "task_examples", "steps", "stopped", "best_step", "train_s", "encode_s",
+                    "tokens_per_s", "final_loss_ema", "val_curve", "anneal", "wall_s", "aligned_sid_init_r2",
+                )}  # fmt: skip
+        trained = {v: runs[v] for v in variants if (runs[v] / "merged" / "config.json").is_file()}
+
+        # 3. bundles, all at once (one artifacts root per variant: export moves its `current` link)
+        procs = []
+        for v in trained:
+            command = [*CLI, "export", "--run", str(runs[v]), "--artifacts", str(work / "artifacts" / v)]
+            procs.append(run_logged(f"export_{v}", [*command, "--version", f"beauty-{v}"], logs, env, 120))
+        status = wait_all(procs, logs)
+        bundles = {v: work / "artifacts" / v / f"beauty-{v}" for v in trained if status[f"export_{v}"] == 0}
+        timeline["exported"] = round(clock.elapsed(), 1)
+
+        # 4. evaluations, all at once, inside the deadline
+        jobs = [(v, "valid") for v in bundles]
+        if args.test_variant in bundles:
+            jobs.append((args.test_variant, "test"))
+        users = eval_users(trained, len(jobs), clock.left(), args.eval_users)
+        summary["eval_users"] = users if users is not None else "all"
+        (work / "eval").mkdir(exist_ok=True)
+        procs = []
+        for v, split in jobs:
+            command = [
+                *CLI,
+                "eval",
+                "--artifacts",
+                str(bundles[v]),
+                "--data",
+                str(args.data),
+                "--split",
+                split,
+            ]
+            command += [
+                "--engine",
+                "hf",
+                "--device",
+                args.device,
+                "--out",
+                str(work / "eval" / f"eval_{v}_{split}.json"),
+            ]
+            command += [
+                *(["--max-users", str(users)] if users is not None else []),
+                *shlex.split(args.eval_args),
+            ]
+            procs.append(run_logged(f"eval_{v}_{split}", command, logs, env, clock.left() - 15))
+        summary["eval_status"] = wait_all(procs, logs)
+        timeline["evaluated"] = round(clock.elapsed(), 1)
+        for v, split in jobs:
+            report = work / "eval" / f"eval_{v}_{split}.json"
+            if report.is_file():
+                full = json.loads(report.read_text())
+                summary[f"eval_{v}_{split}"] = {
+                    k: full[k] for k in ("users", "metrics", "wall_s", "users_per_s", "extra")
+                }
+    except Exception as exc:  # pack what there is
+        logger.exception("pipeline stopped")
+        summary["error"] = repr(exc)
+    finally:
+        timeline["packed"] = round(clock.elapsed(), 1)
+        logger.info("summary: %s", json.dumps(summary)[:4000])
+        handler.flush()
+        pack(work, args.out, summary)
+    sys.exit(1 if "error" in summary else 0)
+
+
+if __name__ == "__main__":
+    main()
