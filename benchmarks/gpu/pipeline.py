@@ -88,9 +88,10 @@ def wait_all(procs: list[subprocess.Popen[bytes]], log_dir: Path) -> dict[str, i
 
 
 def eval_users(runs: dict[str, Path], jobs: int, seconds: float, cap: int | None) -> int | None:
-    """Users per eval that fit in ``seconds``: the slowest run's validation rate (users/s while
-    the runs shared the GPU, as the ``jobs`` evals will), 60% of it, minus loading time.
-    None (all users) when they fit or no run validated."""
+    """Users per eval that fit in ``seconds``: the runs' median validation rate (users/s while
+    the runs shared the GPU, as the ``jobs`` evals will; the first validation also pays the
+    warm-up), 60% of it, after 40 s of loading. None (all users) when they fit; ``cap`` when
+    no run validated."""
     rates = []
     for run in runs.values():
         report = run / "train_report.json"
@@ -101,9 +102,10 @@ def eval_users(runs: dict[str, Path], jobs: int, seconds: float, cap: int | None
         rates += [users / p["wall_s"] for p in curve if p.get("wall_s")]
     if not rates:
         return cap
-    fit = int(min(rates) * max(0.0, seconds - 40.0) * 0.6 * 3 / max(jobs, 3))
+    rate = sorted(rates)[len(rates) // 2]
+    fit = int(rate * max(0.0, seconds - 40.0) * 0.6 * 3 / max(jobs, 3))
     logger.info(
-        "validation ran at >= %.1f users/s: %d users fit per eval in %.0f s", min(rates), fit, seconds
+        "validation ran at %.1f users/s (median): %d users fit per eval in %.0f s", rate, fit, seconds
     )
     users = None if fit >= ALL_USERS else max(fit, 100)
     if cap is not None:
