@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu/prepare.sh
 #
-#   .whl/          wheels the device lacks (pydantic + its core, gguf), cp312 manylinux   call 1
+#   .whl/          wheels the device lacks (pydantic + its core, gguf) + peft as here, cp312  call 1
 #   .gpu_data/     beauty/ (the two dataset files), tok/{semantic,behavior,dual}/           call 1
 #   .gpu_model1/   the first PART1_MIB MiB of SmolLM2-135M-Instruct.Q4_1.gguf              call 1
 #   .gpu_model2/   the rest, and the whole file's SHA-256                                 call 2
@@ -19,7 +19,7 @@ PART1_MIB=${PART1_MIB:-40}
 LIMIT_MIB=${LIMIT_MIB:-60}   # per call, with the tracked tree; the tool's hard limit is 64
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 WHEELS=(pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-        typing_extensions==4.16.0 gguf==0.19.0)
+        typing_extensions==4.16.0 gguf==0.19.0 peft==0.21.2)
 
 echo "== 1. wheels for the device's CPython 3.12 (.whl/)"
 mkdir -p .whl
@@ -34,7 +34,7 @@ rehearsal=$(mktemp -d)
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$rehearsal" \
     --python-version 3.12 --implementation cp --only-binary=:all: \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 .whl/*.whl
-ls "$rehearsal" | grep -E '^(pydantic|pydantic_core|gguf|annotated_types|typing_inspection)$' | tr '\n' ' '
+ls "$rehearsal" | grep -E '^(pydantic|pydantic_core|gguf|annotated_types|typing_inspection|peft)$' | tr '\n' ' '
 echo "<- installable for cp312"
 rm -rf "$rehearsal"
 

@@ -38,7 +38,7 @@ PYEOF
 export PYTHONPATH="$SIM/block"
 echo "== call 1 (carry .whl .gpu_data .gpu_model1) in $SIM/repo"
 cp -r .whl .gpu_data .gpu_model1 "$SIM/repo/"
-(cd "$SIM/repo" && OUT="$SIM/out1" PY="$PY" bash benchmarks/gpu/run_call1.sh)
+(cd "$SIM/repo" && OUT="$SIM/out1" PY="$PY" DEVICE=cpu SMOKE_DIR="$SIM/smoke" bash benchmarks/gpu/run_call1.sh)
 echo "== call 2 (carry .gpu_model2)"
 cp -r .gpu_model2 "$SIM/repo/"
 started=$(date +%s)

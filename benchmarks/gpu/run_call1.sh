@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Device call 1 of 2 (carry: .gpu_model1 .gpu_data .whl; ~20 s). Leaves the first half of the
+# Device call 1 of 2 (carry: .gpu_model1 .gpu_data .whl; ~1 min). Leaves the first part of the
 # GGUF, the data, the tokenizer dirs and the wheels on the machine for call 2, installs the
 # wheels into /tmp/site and checks what call 2 needs: imports under Python 3.12, the GPU, the
-# part's checksum. Call 2 must follow at once: the machine goes back 30 s after a call ends.
+# part's checksum, and (SMOKE=1) the whole train -> export -> eval path on the GPU with the
+# tiny random model on Beauty (2 steps, validation, annealing, 50 eval users; ~30 s).
+# Call 2 must follow at once: the machine goes back 30 s after a call ends.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/genrec_out}
 PY=${PY:-python3}
 SITE=${SITE:-/tmp/site}
+DEVICE=${DEVICE:-cuda}
+SMOKE=${SMOKE:-1}
 mkdir -p "$OUT"
 {
     set -e
@@ -31,6 +35,23 @@ PYEOF
     "$PY" benchmarks/gpu/offline_cli.py eval --help > /dev/null && echo "offline cli ok"
     nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader || true
     nproc; df -h /tmp . | tail -2
+    if [ "$SMOKE" = 1 ]; then
+        smoke=${SMOKE_DIR:-/tmp/genrec_smoke}
+        rm -rf "$smoke"
+        cli=("$PY" benchmarks/gpu/offline_cli.py)
+        t0=$(date +%s)
+        TQDM_DISABLE=1 "${cli[@]}" train --data .gpu_data/beauty --tokenizer .gpu_data/tok/semantic \
+            --out "$smoke/run" --config benchmarks/configs/train_beauty.json --base-model tiny \
+            --device "$DEVICE" --max-examples 64 --max-steps 2 --batch-size 8 --val-every 1 --val-users 8 \
+            --anneal-steps 1 --checkpoint-every 1 > "$OUT/smoke_train.log" 2>&1 \
+            || { tail -40 "$OUT/smoke_train.log"; exit 1; }
+        "${cli[@]}" export --run "$smoke/run" --artifacts "$smoke/artifacts" --version smoke > /dev/null
+        TQDM_DISABLE=1 "${cli[@]}" eval --artifacts "$smoke/artifacts/smoke" --data .gpu_data/beauty \
+            --engine hf --device "$DEVICE" --max-users 50 --out "$smoke/eval.json" > /dev/null 2>&1 \
+            || { echo "smoke eval failed"; exit 1; }
+        "$PY" -c "import json; r=json.load(open('$smoke/eval.json')); print('smoke ok:', r['users'], 'users', r['extra'], r['wall_s'], 's')"
+        echo "smoke train + export + eval in $(( $(date +%s) - t0 )) s"
+    fi
     echo "call 1 done: run call 2 now"
 } 2>&1 | tee "$OUT/call1.log"
 exit "${PIPESTATUS[0]}"
