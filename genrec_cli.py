@@ -178,9 +178,10 @@ def demo(
     from service.settings import get_settings
     from training.data import load_lcrec
     from training.export import export_run
-    from training.finetune import MERGED_DIR, TrainConfig, train
+    from training.finetune import MERGED_DIR, train
     from training.item_tokenizer import CATALOG_FILE, ItemTokenizerConfig, tokenize_dataset
     from training.synthetic import generate_synthetic
+    from training.train_config import TrainConfig
 
     settings = get_settings()
     service_cli.configure_logging(settings.log_level)

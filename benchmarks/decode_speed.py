@@ -47,8 +47,9 @@ def build_bench_bundle(root: Path, data_dir: Path) -> Path:
     from training.base_model import add_sid_tokens, convert_smollm2
     from training.data import load_lcrec
     from training.export import export_run
-    from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE, TrainConfig
+    from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE
     from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
+    from training.train_config import TrainConfig
 
     bundle = root / "artifacts" / "bench"
     if (bundle / "manifest.json").is_file():

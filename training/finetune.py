@@ -28,32 +28,35 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from model.catalog import Catalog
-from model.hf_engine import HFChildScorer
-from model.prompts import encode_prompt, next_item_prompt
-from model.search import ChildScorer
-from model.topk import ConstrainedRecommender, PromptBuilder, PromptSettings
 from model.trie import CompiledTrie
-from model.trie_mask import token_of_code_table
 from training.base_model import TINY, add_sid_tokens, build_tiny_model, resolve_base_model, sid_token_ids
-from training.data import Example, InteractionData, leave_one_out
-from training.metrics import summarize
+from training.data import InteractionData, leave_one_out
+from training.devices import autocast_for, pick_device
+from training.encoding import (
+    Encoded,
+    answer_loss,
+    collate_left,
+    encode_samples,
+    length_bucketed_batches,
+    prompt_text,
+    tiny_corpus,
+)
 from training.sid_alignment import CODEBOOKS_FILE, SidCodebooks, init_aligned_sid_embeddings
-from training.tasks import NEXT_ITEM, Sample, TaskContext, TaskMixture, build_mixture, render_prompt, trimmed
+from training.tasks import NEXT_ITEM, TaskContext, build_mixture
+from training.train_config import TrainConfig
+from training.validation import Validator, validation_sample
 
 logger = logging.getLogger(__name__)
 
-IGNORE = -100
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MERGED_DIR = "merged"
 STAGE1_DIR = "stage1_merged"
@@ -68,319 +71,12 @@ MAIN, ANNEAL = "main", "anneal"
 RESUMABLE_CHANGES = ("max_train_s", "device", "checkpoint_every")
 
 
-class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    base_model: str = Field("smollm2", description="'smollm2', 'tiny' or a local HF checkpoint path")
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    max_train_examples: int | None = Field(None, ge=1)
-    batch_size: int = Field(16, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    lr_schedule: Literal["linear", "cosine"] = "linear"
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    history_len: int = Field(20, ge=1)
-    max_prompt_tokens: int = Field(512, ge=1)
-    max_answer_tokens: int = Field(32, ge=1, description="text answers (titles) are cut to this")
-    with_titles: bool = True
-    # Left-pad prompts to this many tokens (a multiple of the serving KV block size: 32 on CPU,
-    # 16 on GPU) so that beams share every prompt block; recorded in the bundle's manifest.
-    prompt_align: int = Field(default=32, ge=1)
-    tasks: TaskMixture = Field(default_factory=TaskMixture)
-    # robustness
-    checkpoint_every: int = Field(0, ge=0, description="steps between resumable checkpoints; 0: none")
-    max_train_s: float | None = Field(None, gt=0, description="stop stage 1 after this much training time")
-    # validation Recall@val_k and early stopping
-    val_every: int = Field(0, ge=0, description="steps between validations; 0: no validation")
-    val_users: int = Field(500, ge=1)
-    val_k: int = Field(10, ge=1)
-    val_batch: int = Field(32, ge=1, description="users per constrained search during validation")
-    patience: int | None = Field(None, ge=1, description="validations without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0)
-    keep_best: bool = True
-    # annealing stage (EAGER-LLM)
-    anneal: bool = False
-    anneal_steps: int = Field(200, ge=1)
-    anneal_lr: float = Field(3e-4, gt=0)
-    anneal_warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    seed: int = 0
-    device: str = "auto"
-
-    @model_validator(mode="after")
-    def _next_item_trains_somewhere(self) -> TrainConfig:
-        if not self.tasks.active():
-            raise ValueError("tasks: at least one task must be enabled with a weight > 0")
-        if self.patience is not None and self.val_every == 0:
-            raise ValueError("patience needs val_every > 0 (early stopping watches validation recall)")
-        return self
-
-    def prompt_settings(self) -> PromptSettings:
-        """The prompt format, shared with serving through the bundle manifest."""
-        return PromptSettings(
-            history_len=self.history_len,
-            max_prompt_tokens=self.max_prompt_tokens,
-            with_titles=self.with_titles,
-            align=self.prompt_align,
-        )
-
-
-@dataclass(frozen=True)
-class Encoded:
-    input_ids: list[int]
-    labels: list[int]
-    task: str = NEXT_ITEM
-
-
 class TrainingInterrupted(RuntimeError):
     """Raised by ``train(..., interrupt_after=N)`` right after the step-N checkpoint (tests)."""
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def encode_example(
-    example: Example, catalog: Catalog, tokenizer: object, config: TrainConfig
-) -> Encoded | None:
-    """Prompt ids + answer ids (the target's SID tokens, then EOS); loss only on the answer."""
-    target = catalog.get(example.target)
-    if target is None:
-        return None
-    prompt = PromptBuilder(catalog, tokenizer, config.prompt_settings()).encode(example.history)
-    answer = list(tokenizer.convert_tokens_to_ids(catalog.scheme.tokens(target.sid)))  # type: ignore[attr-defined]
-    answer.append(tokenizer.eos_token_id)  # type: ignore[attr-defined]
-    return Encoded(prompt + answer, [IGNORE] * len(prompt) + answer)
-
-
-def _batch_ids(tokenizer: object, texts: list[str], *, special: bool) -> list[list[int]]:
-    """Token ids of each text; one batched (parallel, Rust) call for HF fast tokenizers."""
-    if not texts:
-        return []
-    if isinstance(tokenizer, PreTrainedTokenizerBase):
-        return [list(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
-    return [list(tokenizer(t, add_special_tokens=special)["input_ids"]) for t in texts]  # type: ignore[operator]
-
-
-def _pad_left(ids: list[int], tokenizer: object, align: int) -> list[int]:
-    padding = -len(ids) % align
-    if not padding:
-        return ids
-    pad_id = getattr(tokenizer, "pad_token_id", None)
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id  # type: ignore[attr-defined]
-    return [int(pad_id)] * padding + ids
-
-
-def _prompt_text(sample: Sample, catalog: Catalog, config: TrainConfig) -> str:
-    if sample.task == NEXT_ITEM:
-        items = [catalog[i] for i in sample.history if i in catalog][-config.history_len :]
-        return next_item_prompt(items, catalog.scheme, with_titles=config.with_titles)
-    return render_prompt(sample, catalog, config.with_titles)
-
-
-def _encode_prompt_fitting(
-    sample: Sample, catalog: Catalog, tokenizer: object, config: TrainConfig
-) -> list[int]:
-    """The slow path for a prompt over budget: drop the oldest history items until it fits."""
-    if sample.task == NEXT_ITEM:
-        return PromptBuilder(catalog, tokenizer, config.prompt_settings()).encode(sample.history)
-    align = config.prompt_align
-    current: Sample | None = sample
-    ids: list[int] = []
-    while current is not None:
-        ids = encode_prompt(tokenizer, render_prompt(current, catalog, config.with_titles), align)
-        if len(ids) <= config.max_prompt_tokens:
-            break
-        current = trimmed(current)
-    return ids
-
-
-def encode_samples(
-    samples: Sequence[Sample], catalog: Catalog, tokenizer: object, config: TrainConfig, chunk: int = 2048
-) -> list[Encoded]:
-    """Prompt + answer ids of every sample, with labels on the answer only.
-
-    Next-item prompts are exactly :func:`encode_example`'s (the serving template and
-    alignment); prompts are tokenized in batches, so only over-budget ones take the slow path.
-    """
-    eos = tokenizer.eos_token_id  # type: ignore[attr-defined]
-    out: list[Encoded] = []
-    for start in range(0, len(samples), chunk):
-        part = samples[start : start + chunk]
-        prompts = _batch_ids(tokenizer, [_prompt_text(s, catalog, config) for s in part], special=True)
-        text_at = [i for i, s in enumerate(part) if s.answer_text is not None]
-        texts = _batch_ids(tokenizer, [" " + str(part[i].answer_text) for i in text_at], special=False)
-        text_answers = dict(zip(text_at, texts, strict=True))
-        for i, (sample, prompt) in enumerate(zip(part, prompts, strict=True)):
-            prompt = _pad_left(prompt, tokenizer, config.prompt_align)
-            if len(prompt) > config.max_prompt_tokens:
-                prompt = _encode_prompt_fitting(sample, catalog, tokenizer, config)
-            if i in text_answers:
-                answer = text_answers[i][: config.max_answer_tokens]
-            else:
-                answer = list(tokenizer.convert_tokens_to_ids(list(sample.answer_tokens)))  # type: ignore[attr-defined]
-            answer = [*answer, eos]
-            out.append(Encoded(prompt + answer, [IGNORE] * len(prompt) + answer, sample.task))
-    return out
-
-
-def length_bucketed_batches(
-    data: Sequence[Encoded], batch_size: int, rng: random.Random
-) -> Iterator[list[Encoded]]:
-    """Batches of similar length (little padding), in random order."""
-    order = sorted(range(len(data)), key=lambda i: (len(data[i].input_ids), rng.random()))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    for batch in batches:
-        yield [data[i] for i in batch]
-
-
-def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    length = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
-    attention = torch.zeros((len(batch), length), dtype=torch.long)
-    for row, example in enumerate(batch):
-        n = len(example.input_ids)
-        ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        attention[row, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": attention}
-
-
-def collate_left(batch: Sequence[Encoded], pad_id: int) -> tuple[dict[str, torch.Tensor], int]:
-    """Left-padded batch (answers end-aligned) with position ids that ignore the padding, and
-    how many final positions hold every row's answer plus the position predicting its first token.
-
-    Position ids count real tokens only, so a row reads exactly as it would alone (and as
-    served); batch padding never shifts positions.
-    """
-    length = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
-    attention = torch.zeros((len(batch), length), dtype=torch.long)
-    answer = 1
-    for row, example in enumerate(batch):
-        n = len(example.input_ids)
-        ids[row, length - n :] = torch.tensor(example.input_ids)
-        labels[row, length - n :] = torch.tensor(example.labels)
-        attention[row, length - n :] = 1
-        answer = max(answer, n - next((i for i, v in enumerate(example.labels) if v != IGNORE), n))
-    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-    inputs = {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "labels": labels}
-    return inputs, min(answer + 1, length)
-
-
-def answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], keep: int) -> torch.Tensor:
-    """Mean next-token loss over the answer tokens of a :func:`collate_left` batch.
-
-    Only the last ``keep`` positions go through the LM head (``logits_to_keep``): the answers
-    are a few tokens of a few-hundred-token prompt, and the [tokens, vocab] logits of the whole
-    sequence would cost a fifth of the compute and most of the activation memory.
-    """
-    labels = inputs["labels"]
-    logits = model(
-        input_ids=inputs["input_ids"],
-        attention_mask=inputs["attention_mask"],
-        position_ids=inputs["position_ids"],
-        logits_to_keep=keep,
-    ).logits
-    targets = labels[:, labels.shape[1] - keep + 1 :]
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
-    )
-
-
-def tiny_corpus(
-    examples: Sequence[Example], catalog: Catalog, config: TrainConfig, limit: int = 2000
-) -> list[str]:
-    """Texts the tiny model's tokenizer is trained on: the prompts it will actually read."""
-    texts = [item.title for item in catalog]
-    for example in examples[:limit]:
-        history = [catalog[i] for i in example.history if i in catalog][-config.history_len :]
-        texts.append(next_item_prompt(history, catalog.scheme, with_titles=config.with_titles))
-    return texts
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-
-
-class Validator:
-    """Recall@k (and NDCG@k) on a fixed sample of validation users through the constrained
-    HF engine, scored by the model being trained (eval mode, autocast on CUDA)."""
-
-    def __init__(
-        self,
-        examples: list[Example],
-        catalog: Catalog,
-        trie: CompiledTrie,
-        tokenizer: PreTrainedTokenizerBase,
-        config: TrainConfig,
-        device: torch.device,
-    ) -> None:
-        self.examples = examples
-        self.catalog = catalog
-        self.trie = trie
-        self.children = trie.to_token_space(token_of_code_table(sid_token_ids(tokenizer, catalog.scheme)))
-        self.prompts = PromptBuilder(catalog, tokenizer, config.prompt_settings())
-        self.pad_id = int(
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
-        self.k = config.val_k
-        self.batch = config.val_batch
-        self.rows = 256 if device.type == "cuda" else 64
-        self.device = device
-
-    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-
-        def make_scorer(prompts: list[list[int]]) -> ChildScorer:
-            return HFChildScorer(model, prompts, self.children, pad_id=self.pad_id, batch_size=self.rows)
-
-        recommender = ConstrainedRecommender(
-            catalog=self.catalog,
-            trie=self.trie,
-            children_tokens=self.children,
-            prompts=self.prompts,
-            make_scorer=make_scorer,
-            beam_width=self.k,
-            max_batch=self.batch,
-            model_version="training",
-        )
-        try:
-            with _autocast(self.device):
-                rows = recommender.recommend([list(e.history) for e in self.examples], self.k)
-        finally:
-            model.train(was_training)
-        rankings = [[item.item_id for item in row] for row in rows]
-        return summarize(rankings, [e.target for e in self.examples], ks=(self.k,))
-
-
-def validation_sample(data: InteractionData, config: TrainConfig) -> list[Example]:
-    """A fixed (seeded) sample of validation users: history ``s[:-2]``, target ``s[-2]``."""
-    valid = leave_one_out(data, max_history=config.history_len).valid
-    if len(valid) > config.val_users:
-        valid = random.Random(f"{config.seed}:validation").sample(valid, config.val_users)
-    return valid
-
-
 # ---------------------------------------------------------------------------------------------
 # The training loop and its checkpoints
-
-
-def _autocast(device: torch.device) -> Any:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 @dataclass
@@ -537,7 +233,7 @@ class Trainer:
                 cpu, keep = collate_left(batches[index], self.pad_id)
                 state.tokens += int(cpu["attention_mask"].sum())
                 inputs = {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
-                with _autocast(device):
+                with autocast_for(device):
                     loss = answer_loss(model, inputs, keep) / config.grad_accum
                 loss.backward()
                 state.batch_in_epoch = index + 1
@@ -680,7 +376,7 @@ def train(
     if config.base_model == TINY:
         corpus = tiny_corpus(examples, catalog, config)
         for samples in mixture.values():
-            corpus.extend(_prompt_text(s, catalog, config) for s in samples[:200])
+            corpus.extend(prompt_text(s, catalog, config) for s in samples[:200])
             corpus.extend(s.answer_text for s in samples[:200] if s.answer_text is not None)
         base_path = build_tiny_model(out_dir / "base", corpus, seed=config.seed)
     else:

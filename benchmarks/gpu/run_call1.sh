@@ -26,8 +26,8 @@ mkdir -p "$OUT"
 import sys, torch, transformers, peft, accelerate, pydantic, gguf, tokenizers, safetensors, typer
 print(sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__,
       "peft", peft.__version__, "pydantic", pydantic.__version__, "gguf", getattr(gguf, "__version__", "?"))
-import training.cli, training.finetune, training.export, training.evaluate, model.hf_engine  # noqa
-from training.finetune import TrainConfig
+import training.cli, training.finetune, training.export, training.evaluate, training.validation, model.hf_engine  # noqa
+from training.train_config import TrainConfig
 import json
 TrainConfig.model_validate(json.load(open("benchmarks/configs/train_beauty.json")))
 print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")

@@ -229,7 +229,8 @@ def bundle_dir(data_dir: Path, tok_dir: Path) -> Path:
     import torch
 
     from training.export import export_run
-    from training.finetune import TrainConfig, train
+    from training.finetune import train
+    from training.train_config import TrainConfig
 
     config = TrainConfig(
         base_model="tiny", max_steps=2, batch_size=8, with_titles=False, history_len=8, device="cpu"

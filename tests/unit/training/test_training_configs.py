@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from training.finetune import TrainConfig
 from training.item_tokenizer import ItemTokenizerConfig
+from training.train_config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[3] / "benchmarks" / "configs"
 

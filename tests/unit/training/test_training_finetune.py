@@ -29,24 +29,13 @@ from model.prompts import ANSWER_CUE, encode_prompt, next_item_prompt
 from model.semantic_id import SidScheme
 from training.base_model import add_sid_tokens
 from training.data import Example, InteractionData, leave_one_out, load_lcrec
+from training.devices import pick_device
+from training.encoding import IGNORE, Encoded, collate, encode_example, length_bucketed_batches, tiny_corpus
 from training.export import CURRENT, export_run
-from training.finetune import (
-    IGNORE,
-    MERGED_DIR,
-    RUN_CATALOG,
-    RUN_REPORT,
-    RUN_TRIE,
-    Encoded,
-    TrainConfig,
-    collate,
-    encode_example,
-    length_bucketed_batches,
-    pick_device,
-    tiny_corpus,
-    train,
-)
+from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE, train
 from training.item_tokenizer import CATALOG_FILE, TRIE_FILE, ItemTokenizerConfig, tokenize_dataset
 from training.synthetic import generate_synthetic
+from training.train_config import TrainConfig
 
 # ---------------------------------------------------------------------------------------------
 # Encoding and batching (fast, no model)
@@ -168,7 +157,7 @@ def test_length_bucketed_batches_cover_every_example_once_in_similar_lengths() -
 def test_answer_loss_on_left_padded_batches_equals_the_full_loss() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from training.finetune import answer_loss, collate_left
+    from training.encoding import answer_loss, collate_left
 
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -514,7 +503,7 @@ def test_validation_early_stopping_keeps_the_best_and_matches_the_engine(
 ) -> None:
     from model.hf_engine import hf_recommender
     from training.evaluate import evaluate
-    from training.finetune import validation_sample
+    from training.validation import validation_sample
 
     data, tok_dir = prepared
     # A learning rate this small changes nothing: recall cannot improve, so patience 1 stops at 2.

@@ -12,7 +12,7 @@ from word_tokenizer import WordTokenizer
 from model.catalog import Catalog, CatalogItem
 from model.semantic_id import SidScheme
 from training.data import Example, InteractionData, ItemText, leave_one_out
-from training.finetune import IGNORE, TrainConfig, encode_example, encode_samples
+from training.encoding import IGNORE, encode_example, encode_samples
 from training.tasks import (
     BPR,
     MASK,
@@ -34,6 +34,7 @@ from training.tasks import (
     render_prompt,
     trimmed,
 )
+from training.train_config import TrainConfig
 
 # Levels: two semantic, one behavioural, one disambiguation (a dual-source ID).
 SCHEME = SidScheme((3, 3, 2, 2))

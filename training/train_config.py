@@ -1,0 +1,71 @@
+"""The fine-tuning configuration: what ``genrec train --config`` reads and the run report records."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model.topk import PromptSettings
+from training.tasks import TaskMixture
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field("smollm2", description="'smollm2', 'tiny' or a local HF checkpoint path")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    max_train_examples: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["linear", "cosine"] = "linear"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    history_len: int = Field(20, ge=1)
+    max_prompt_tokens: int = Field(512, ge=1)
+    max_answer_tokens: int = Field(32, ge=1, description="text answers (titles) are cut to this")
+    with_titles: bool = True
+    # Left-pad prompts to this many tokens (a multiple of the serving KV block size: 32 on CPU,
+    # 16 on GPU) so that beams share every prompt block; recorded in the bundle's manifest.
+    prompt_align: int = Field(default=32, ge=1)
+    tasks: TaskMixture = Field(default_factory=TaskMixture)
+    # robustness
+    checkpoint_every: int = Field(0, ge=0, description="steps between resumable checkpoints; 0: none")
+    max_train_s: float | None = Field(None, gt=0, description="stop stage 1 after this much training time")
+    # validation Recall@val_k and early stopping
+    val_every: int = Field(0, ge=0, description="steps between validations; 0: no validation")
+    val_users: int = Field(500, ge=1)
+    val_k: int = Field(10, ge=1)
+    val_batch: int = Field(32, ge=1, description="users per constrained search during validation")
+    patience: int | None = Field(None, ge=1, description="validations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0)
+    keep_best: bool = True
+    # annealing stage (EAGER-LLM)
+    anneal: bool = False
+    anneal_steps: int = Field(200, ge=1)
+    anneal_lr: float = Field(3e-4, gt=0)
+    anneal_warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _next_item_trains_somewhere(self) -> TrainConfig:
+        if not self.tasks.active():
+            raise ValueError("tasks: at least one task must be enabled with a weight > 0")
+        if self.patience is not None and self.val_every == 0:
+            raise ValueError("patience needs val_every > 0 (early stopping watches validation recall)")
+        return self
+
+    def prompt_settings(self) -> PromptSettings:
+        """The prompt format, shared with serving through the bundle manifest."""
+        return PromptSettings(
+            history_len=self.history_len,
+            max_prompt_tokens=self.max_prompt_tokens,
+            with_titles=self.with_titles,
+            align=self.prompt_align,
+        )
