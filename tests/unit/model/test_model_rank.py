@@ -1,4 +1,4 @@
-"""ConstrainedRecommender.rank with the prompt-seeded table scorers of the top-K tests.
+"""ConstrainedRecommender.rank with the prompt-seeded table scorers of the top-K tests (topk_helpers).
 
 The engine-level agreement (tiny model through HF, and vLLM against HF) is tested in
 test_model_hf_engine.py and the integration pipeline; here the contract: every candidate once,
@@ -9,28 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from model_test_helpers import make_catalog
-from test_model_topk import HISTORIES, NUM_ITEMS, PromptSeededScorers, make_recommender
+from topk_helpers import HISTORIES, NUM_ITEMS, PromptSeededScorers, make_recommender
 
 from model.catalog import Catalog
 from model.recommender import Recommender
 from model.topk import ConstrainedRecommender
 from model.trie import CompiledTrie
-
-
-@pytest.fixture
-def catalog() -> Catalog:
-    return make_catalog(NUM_ITEMS)
-
-
-@pytest.fixture
-def trie(catalog: Catalog) -> CompiledTrie:
-    return CompiledTrie.build([item.sid for item in catalog])
-
-
-@pytest.fixture
-def scorers(trie: CompiledTrie) -> PromptSeededScorers:
-    return PromptSeededScorers(trie)
 
 
 @pytest.fixture
