@@ -138,6 +138,10 @@ def train(
     lora_r: Annotated[
         int | None, typer.Option(help="LoRA rank (alpha = 2 r unless the config sets it) [16]")
     ] = None,
+    full_finetune: Annotated[
+        bool | None,
+        typer.Option("--full-finetune/--lora", help="train every weight in stage 1, not LoRA [lora]"),
+    ] = None,
     titles: Annotated[
         bool | None, typer.Option("--titles/--no-titles", help="item titles in prompts [on]")
     ] = None,
@@ -192,6 +196,7 @@ def train(
         "lr": lr,
         "lr_schedule": lr_schedule,
         "lora_r": lora_r,
+        "full_finetune": full_finetune,
         "with_titles": titles,
         "prompt_align": prompt_align,
         "checkpoint_every": checkpoint_every,

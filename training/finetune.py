@@ -5,7 +5,8 @@ in, the next item's semantic ID out; optionally ID<->title alignment, multi-scal
 reconstruction, masked-item, BPR and negative-sampling tasks). Only the answer tokens carry
 loss. The semantic-ID tokens are new rows of the (tied) embedding matrix, trained through
 peft's ``trainable_token_indices`` while the rest of the model gets LoRA adapters;
-``merge_and_unload`` folds both back into a plain checkpoint that vLLM serves.
+``merge_and_unload`` folds both back into a plain checkpoint that vLLM serves. With
+``full_finetune`` stage 1 trains every weight instead (for a randomly initialised base).
 
 Stage 2 (``anneal``, EAGER-LLM's annealing adapter) merges stage 1, adds a fresh LoRA and
 trains it briefly on next-item only with a cosine learning rate decaying to 0, then merges
@@ -306,6 +307,24 @@ def _lora(config: TrainConfig, sid_ids: list[int], tied: bool) -> Any:
     )
 
 
+def _stage1_model(model: PreTrainedModel, config: TrainConfig, sid_ids: list[int], tied: bool) -> Any:
+    """Stage 1 trains LoRA adapters plus the ID-token rows, or with ``full_finetune`` every weight."""
+    if config.full_finetune:
+        model.requires_grad_(True)
+        logger.info("full fine-tuning: %d trainable parameters", model.num_parameters())
+        return model
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(model, _lora(config, sid_ids, tied))
+    peft_model.print_trainable_parameters()
+    return peft_model
+
+
+def _merge(peft_model: Any) -> PreTrainedModel:
+    # merge_and_unload returns the base transformers model, typed as a plain Module
+    return cast(PreTrainedModel, peft_model.merge_and_unload())
+
+
 def _steps(n: int, config: TrainConfig, epochs: float) -> int:
     per_epoch = math.ceil(n / (config.batch_size * config.grad_accum))
     return max(1, math.ceil(per_epoch * epochs))
@@ -445,14 +464,13 @@ def train(
             AutoModelForCausalLM.from_pretrained(str(out_dir / STAGE1_DIR), dtype=torch.float32),
         )
     else:
-        peft_model = get_peft_model(model, _lora(config, sid_ids, tied)).to(device)
-        peft_model.print_trainable_parameters()
+        stage_model = _stage1_model(model, config, sid_ids, tied).to(device)
         plan = StagePlan(
             MAIN, encoded, total_steps, config.lr, config.lr_schedule, config.warmup_ratio, validator,
             config.max_train_s,
         )  # fmt: skip
         main_state = trainer.run(
-            peft_model,
+            stage_model,
             plan,
             resume=checkpoint,
             interrupt_after=interrupt_after if interrupt_stage == MAIN else None,
@@ -460,15 +478,14 @@ def train(
         best = out_dir / CHECKPOINT_DIR / BEST_CHECKPOINT
         if config.keep_best and main_state.best_step is not None and main_state.best_step != main_state.step:
             saved = torch.load(best, map_location="cpu", weights_only=False)
-            _load_trainable(peft_model, saved["weights"])
+            _load_trainable(stage_model, saved["weights"])
             logger.info(
                 "keeping the best weights: step %d (recall@%d %.4f)",
                 saved["step"],
                 config.val_k,
                 saved["metric"],
             )
-        # merge_and_unload returns the base transformers model, typed as a plain Module
-        stage1 = cast(PreTrainedModel, peft_model.merge_and_unload())
+        stage1 = stage_model if config.full_finetune else _merge(stage_model)
 
     anneal_state: StageState | None = None
     if config.anneal:
@@ -486,7 +503,7 @@ def train(
             extra={"main_state": asdict(main_state)},
             interrupt_after=interrupt_after if interrupt_stage == ANNEAL else None,
         )
-        merged = cast(PreTrainedModel, anneal_model.merge_and_unload())
+        merged = _merge(anneal_model)
     else:
         merged = stage1
 

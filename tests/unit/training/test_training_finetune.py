@@ -32,7 +32,15 @@ from training.data import Example, InteractionData, leave_one_out, load_lcrec
 from training.devices import pick_device
 from training.encoding import IGNORE, Encoded, collate, encode_example, length_bucketed_batches, tiny_corpus
 from training.export import CURRENT, export_run
-from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE, train
+from training.finetune import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    MERGED_DIR,
+    RUN_CATALOG,
+    RUN_REPORT,
+    RUN_TRIE,
+    train,
+)
 from training.item_tokenizer import CATALOG_FILE, TRIE_FILE, ItemTokenizerConfig, tokenize_dataset
 from training.synthetic import generate_synthetic
 from training.train_config import TrainConfig
@@ -470,6 +478,28 @@ def test_annealing_stage_runs_and_changes_the_weights(
     assert any("embed_tokens" in k for k in changed)
     assert any("q_proj" in k for k in changed)
     assert not (out / "stage1_merged").exists()
+
+
+@pytest.mark.slow
+def test_full_finetuning_trains_the_weights_lora_leaves_alone(
+    prepared: tuple[InteractionData, Path], uninterrupted: Path, tmp_path: Path
+) -> None:
+    data, tok_dir = prepared
+    out = tmp_path / "full"
+    with single_thread():
+        train(data, tok_dir, out, SHORT.model_copy(update={"full_finetune": True, "checkpoint_every": 3}))
+    from safetensors.torch import load_file
+
+    start = load_file(str(out / "base" / "model.safetensors"))  # the tiny base, before any training
+    lora, full = _weights(uninterrupted), _weights(out)
+    norms = [k for k in start if k.endswith("layernorm.weight")]
+    assert norms
+    assert all(torch.equal(start[k], lora[k]) for k in norms)  # LoRA never touches the norms
+    assert all(not torch.equal(start[k], full[k]) for k in norms)
+    assert _report(out)["steps"] == SHORT.max_steps
+    # resumable like a LoRA run: the checkpoint holds every weight
+    checkpoint = torch.load(out / CHECKPOINT_DIR / LAST_CHECKPOINT, map_location="cpu", weights_only=False)
+    assert any(k.endswith("layernorm.weight") for k in checkpoint["weights"])
 
 
 @pytest.mark.slow
