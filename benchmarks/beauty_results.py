@@ -5,7 +5,8 @@ report per split for genrec; this puts their Recall@5/10 and NDCG@5/10 side by s
 commands that produced them. A method whose reports are not given is recorded as ``null``.
 
     python benchmarks/beauty_results.py --baseline runs/beauty/popular.json \\
-        --baseline runs/beauty/sasrec.json [--genrec-valid FILE --genrec-test FILE]
+        --baseline runs/beauty/sasrec.json [--genrec-valid FILE --genrec-test FILE] \\
+        [--ablation runs/ablation/ablation.json]
     python benchmarks/beauty_results.py --data ../shared/datasets/amazon2014_office_lcrec \\
         --baseline runs/office/popular.json --baseline runs/office/sasrec.json \\
         --out benchmarks/results/office.json
@@ -42,6 +43,9 @@ def main() -> None:
     )
     parser.add_argument("--genrec-valid", type=Path, help="`genrec eval --split valid --out` report")
     parser.add_argument("--genrec-test", type=Path, help="`genrec eval --split test --out` report")
+    parser.add_argument(
+        "--ablation", type=Path, help="`benchmarks/ablation_beauty.py`'s ablation.json (validation)"
+    )
     parser.add_argument("--data", default=BEAUTY_DATA, help="the dataset the reports were made on")
     parser.add_argument("--out", type=Path, default=RESULTS / "beauty.json")
     args = parser.parse_args()
@@ -57,6 +61,10 @@ def main() -> None:
             split: metrics(json.loads(path.read_text()))
             for split, path in (("valid", args.genrec_valid), ("test", args.genrec_test))
         }
+    if args.ablation:
+        ablation = json.loads(args.ablation.read_text())
+        result["ablation"] = {k: ablation[k] for k in ("split", "base_config", "tokenizer", "rows", "budget")}
+        commands.extend(ablation["commands"])
     commands.append(" ".join(["python benchmarks/beauty_results.py", *sys.argv[1:]]))
     result["commands"] = commands
     emit(result, args.out)
