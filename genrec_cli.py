@@ -143,8 +143,8 @@ def _dataset_input(path: Path) -> service_cli.PrecomputeInput:
 class DemoPlan:
     """What ``genrec demo`` builds: the synthetic catalog and a tiny model that learns it in minutes.
 
-    The figures are sized for a 2-core laptop: ~3.5 minutes of training, recall@10 ~0.19 on the
-    synthetic test split (random: 0.03).
+    The figures are sized for a 2-core laptop: ~3.5 minutes of training (idle machine), test
+    Recall@10 0.243 on the synthetic split (random: 0.03; measured 2026-12-01).
     """
 
     users: int = 600
