@@ -66,6 +66,13 @@ def tokenize(
         bool | None,
         typer.Option("--align/--no-align", help="save codebooks for the LLM-aligned token init [on]"),
     ] = None,
+    text_encoder: Annotated[
+        str | None,
+        typer.Option(help="item text embedder: minilm, smollm2 (hidden states) or a HF checkpoint [minilm]"),
+    ] = None,
+    text_max_tokens: Annotated[int | None, typer.Option(help="LLM text encoder: tokens per item [32]")] = (
+        None
+    ),
     seed: Annotated[int | None, typer.Option(help="k-means and SASRec seed [0]")] = None,
 ) -> None:
     """Give every item a semantic ID: text and/or behaviour vectors -> residual k-means + disambiguation."""
@@ -80,6 +87,8 @@ def tokenize(
         "behavior_levels": behavior_levels,
         "behavior_codebook_size": behavior_codebook_size,
         "align": align,
+        "text_encoder": text_encoder,
+        "text_max_tokens": text_max_tokens,
         "seed": seed,
     }
     try:

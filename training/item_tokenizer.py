@@ -1,13 +1,13 @@
 """Item tokenizer: item embeddings from one or two sources -> residual k-means codes + disambiguation.
 
 Sources (EAGER-LLM's dual-source index): ``semantic`` vectors come from the item text
-(all-MiniLM-L6-v2), ``behavior`` vectors from a SASRec trained on the training split. Each
-source is quantized on its own by residual k-means (RQ-KMeans, as in TIGER/LC-Rec), so items
-with similar text, or bought in similar contexts, share code prefixes; the semantic ID is the
-sources' codes in the configured order, and every level has its own token namespace
-(``<a_*>``, ``<b_*>``, ...). Distinct items can still share all codes; a final level numbers the
-items within each prefix (0, 1, 2, ... in item order) so every ID is unique and the trie maps
-each leaf to exactly one catalog item.
+(all-MiniLM-L6-v2, or the base LLM's hidden states with ``text_encoder``), ``behavior`` vectors
+from a SASRec trained on the training split. Each source is quantized on its own by residual
+k-means (RQ-KMeans, as in TIGER/LC-Rec), so items with similar text, or bought in similar
+contexts, share code prefixes; the semantic ID is the sources' codes in the configured order,
+and every level has its own token namespace (``<a_*>``, ``<b_*>``, ...). Distinct items can
+still share all codes; a final level numbers the items within each prefix (0, 1, 2, ... in
+item order) so every ID is unique and the trie maps each leaf to exactly one catalog item.
 
 With ``align`` the per-level codebooks are saved too (``sid_codebooks.npz``): fine-tuning then
 initialises the ID tokens' embeddings from them (Semantic Convergence, see
@@ -33,6 +33,7 @@ from sklearn.exceptions import ConvergenceWarning
 from model.catalog import Catalog, CatalogItem
 from model.semantic_id import SemanticId, SidScheme
 from model.trie import CompiledTrie
+from training.base_model import SMOLLM2
 from training.data import InteractionData, sort_item_ids, train_item_counts
 from training.sasrec import SasrecConfig
 from training.sid_alignment import CODEBOOKS_FILE, DISAMBIGUATION, SidCodebooks
@@ -45,6 +46,7 @@ TRIE_FILE = "trie.npz"
 REPORT_FILE = "tokenizer_report.json"
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
+MINILM = "minilm"
 SEMANTIC = "semantic"
 BEHAVIOR = "behavior"
 SOURCES = (SEMANTIC, BEHAVIOR)
@@ -63,6 +65,11 @@ class ItemTokenizerConfig(BaseModel):
     behavior_levels: int = Field(default=1, ge=1)
     behavior_codebook_size: int = Field(default=256, ge=1)
     align: bool = True
+    # What embeds the item text: "minilm" (the bundled all-MiniLM-L6-v2 sentence encoder) or a
+    # base LLM ("smollm2" or a local HF checkpoint) whose mean last hidden state is the vector
+    # (``training.llm_embeddings``), cut to ``text_max_tokens`` tokens.
+    text_encoder: str = MINILM
+    text_max_tokens: int = Field(default=32, ge=1)
     seed: int = 0
     kmeans_iters: int = Field(default=50, ge=1)
     sasrec: SasrecConfig = SasrecConfig()
@@ -76,6 +83,13 @@ class ItemTokenizerConfig(BaseModel):
         if unknown or len(set(sources)) != len(sources):
             raise ValueError(f"sources must be distinct names from {SOURCES}, got {list(sources)}")
         return sources
+
+    @field_validator("text_encoder")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        if name in (MINILM, SMOLLM2) or (Path(name) / "config.json").is_file():
+            return name
+        raise ValueError(f"{name!r} is not {MINILM!r}, {SMOLLM2!r} or a HF checkpoint directory")
 
     def shape(self, source: str) -> tuple[int, int]:
         """(levels, codebook size) of one source."""
@@ -275,6 +289,17 @@ def build_item_index(
     return scheme, sids, report, SidCodebooks(codebooks, level_sources)
 
 
+def text_embedder(config: ItemTokenizerConfig) -> EmbedFn:
+    """The function that embeds item texts for ``config.text_encoder``."""
+    if config.text_encoder == MINILM:
+        return encode_texts
+    from training.base_model import resolve_base_model
+    from training.llm_embeddings import encode_texts_with_llm
+
+    model_dir = resolve_base_model(config.text_encoder)
+    return lambda texts: encode_texts_with_llm(texts, model_dir, max_tokens=config.text_max_tokens)
+
+
 def semantic_embeddings(
     data: InteractionData, item_ids: list[str], embed: EmbedFn
 ) -> tuple[np.ndarray, float]:
@@ -311,7 +336,7 @@ def tokenize_dataset(
     config: ItemTokenizerConfig,
     out_dir: Path,
     *,
-    embed: EmbedFn = encode_texts,
+    embed: EmbedFn | None = None,
     precomputed: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Catalog, TokenizerReport]:
     """Give every item of ``data`` a semantic ID; write ``catalog.json``, ``trie.npz``, the report
@@ -319,8 +344,9 @@ def tokenize_dataset(
 
     Items are in :func:`training.data.sort_item_ids` order, which is also the catalog order the
     trie's leaves point into. Popularity and behavioural embeddings see the training part of
-    each sequence only. ``precomputed`` holds source vectors (in that order) already made, so a
-    sweep over index shapes embeds the text and trains SASRec once.
+    each sequence only. ``embed`` replaces ``config.text_encoder`` (tests); ``precomputed``
+    holds source vectors (in that order) already made, so a sweep over index shapes embeds the
+    text and trains SASRec once.
     """
     started = time.perf_counter()
     item_ids = sort_item_ids(data.items)
@@ -334,7 +360,8 @@ def tokenize_dataset(
         if precomputed is not None and source in precomputed:
             embeddings[source] = np.asarray(precomputed[source])
         elif source == SEMANTIC:
-            embeddings[source], embed_time = semantic_embeddings(data, item_ids, embed)
+            embed_fn = embed if embed is not None else text_embedder(config)
+            embeddings[source], embed_time = semantic_embeddings(data, item_ids, embed_fn)
         else:
             embeddings[source], extra["sasrec"] = behavior_embeddings(data, item_ids, config.sasrec)
 

@@ -119,6 +119,7 @@ def test_tokenize_reads_a_config_file_and_options_override_it(
         (["--sources", "semantic,clicks"], ["sources must be distinct names", "clicks"]),
         (["--codebook-size", "99"], ["codebook_size=99 asks for more codes", "15"]),
         (["--config", "/nonexistent.json"], ["Invalid value for --config", "/nonexistent.json"]),
+        (["--text-encoder", "/no/such/llm"], ["text_encoder", "/no/such/llm"]),
     ],
 )
 def test_tokenize_names_a_bad_setting(
