@@ -39,7 +39,7 @@ def baseline_reports(result: Path, out: Path) -> list[Path]:
     for method in ("popular", "sasrec"):
         if not saved.get(method):
             continue
-        report = {"method": method, "dataset": "Beauty"}
+        report: dict[str, object] = {"method": method, "dataset": "Beauty"}
         report.update({split: {"metrics": saved[method][split]} for split in ("valid", "test")})
         path = out / f"{method}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,9 @@ def main() -> None:
     )
     parser.add_argument("--files", type=Path, required=True, help="the folder the run's $OUT came back in")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "gpu")
-    parser.add_argument("--test-variant", default="semantic")
+    parser.add_argument(
+        "--test-variant", help="the variant evaluated on test (default: the summary's test_variant)"
+    )
     parser.add_argument("--apply", action="store_true", help="run the two result commands too")
     args = parser.parse_args()
 
@@ -81,7 +83,11 @@ def main() -> None:
     baselines = baseline_reports(BEAUTY_RESULT, runs / "baselines")
 
     commands = []
-    tv = runs / args.test_variant
+    summary = runs / "summary.json"
+    test_variant = args.test_variant or (
+        json.loads(summary.read_text()).get("test_variant", "semantic") if summary.is_file() else "semantic"
+    )
+    tv = runs / str(test_variant)
     if (tv / "eval_valid.json").is_file() and (tv / "eval_test.json").is_file():
         beauty = [sys.executable, "benchmarks/beauty_results.py"]
         for path in baselines:

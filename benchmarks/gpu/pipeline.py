@@ -5,8 +5,10 @@
    an H200 mostly idle; same config and time budget for each: issue 4's equal budgets);
 3. export each run into a bundle;
 4. evaluate with the HF engine (no vLLM there): validation for every variant, test for
-   ``--test-variant`` (issue 5), all at once. The number of users is what fits before the
-   deadline, estimated from the runs' own validation speed (all users when they fit);
+   ``--test-variant`` (issue 5; ``best``: the variant with the best validation Recall@10
+   during training, chosen before any test metric exists), all at once. The number of users
+   is what fits before the deadline, estimated from the runs' own validation speed (all
+   users when they fit);
 5. pack the reports into ``--out``: ``summary.json``, ``eval_<variant>_<split>.json``,
    ``reports.tar.gz`` (every train_report.json, eval report and log) and ``pipeline.log``.
 
@@ -33,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, str(REPO / "benchmarks" / "gpu" / "offline_cli.py")]
 VARIANTS = ("semantic", "behavior", "dual")
+BEST = "best"
 ALL_USERS = 22363  # Beauty's users with a validation and a test target
 
 logger = logging.getLogger("gpu.pipeline")
@@ -113,6 +116,21 @@ def eval_users(runs: dict[str, Path], jobs: int, seconds: float, cap: int | None
     return users
 
 
+def best_variant(runs: dict[str, Path]) -> str | None:
+    """The run with the highest validation Recall@K during training (first in order on a tie)."""
+    scores = {}
+    for variant, run in runs.items():
+        report = run / "train_report.json"
+        if report.is_file():
+            full = json.loads(report.read_text())
+            scores[variant] = full.get(f"best_val_recall@{full['config']['val_k']}") or 0.0
+    if not scores:
+        return None
+    best = max(scores, key=lambda v: scores[v])  # max keeps the first of equal scores
+    logger.info("test variant: %s (best validation recall during training: %s)", best, scores)
+    return best
+
+
 PACKED = ("logs/*.log", "runs/*/train_report.json", "eval/*.json", "artifacts/*/*/manifest.json")
 
 
@@ -139,7 +157,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="scratch: cache, runs, bundles, logs")
     parser.add_argument("--out", type=Path, required=True, help="where the reports go ($OUT)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--test-variant", default="semantic", help="also evaluated on test ('' : none)")
+    parser.add_argument(
+        "--test-variant", default=BEST, help="also evaluated on test: a variant, 'best' or '' (none)"
+    )
     parser.add_argument("--config", type=Path, default=REPO / "benchmarks" / "configs" / "train_beauty.json")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--started", type=float, default=time.time(), help="epoch s the call began")
@@ -237,8 +257,10 @@ def main() -> None:
 
         # 4. evaluations, all at once, inside the deadline
         jobs = [(v, "valid") for v in bundles]
-        if args.test_variant in bundles:
-            jobs.append((args.test_variant, "test"))
+        test_variant = best_variant(trained) if args.test_variant == BEST else args.test_variant
+        summary["test_variant"] = test_variant
+        if test_variant in bundles:
+            jobs.append((test_variant, "test"))
         users = eval_users(trained, len(jobs), clock.left(), args.eval_users)
         summary["eval_users"] = users if users is not None else "all"
         (work / "eval").mkdir(exist_ok=True)
