@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import BEAUTY, emit  # noqa: E402
-from training.ablation import ablation_table, ablation_variants  # noqa: E402
+from training.ablation import ablation_result, ablation_variants  # noqa: E402
 from training.train_config import TrainConfig  # noqa: E402
 
 # genrec's offline commands without the service side (also what a GPU machine can import)
@@ -86,7 +86,7 @@ def main() -> None:
 
     commands = []
     reports: dict[str, dict[str, object]] = {}
-    budgets: dict[str, dict[str, object]] = {}
+    train_reports: dict[str, dict[str, object]] = {}
     for number, (name, config) in enumerate(variants.items(), start=1):
         row = args.runs / name
         row.mkdir(parents=True, exist_ok=True)
@@ -123,19 +123,16 @@ def main() -> None:
             for step, step_args in (("train", train), ("export", export), ("eval", evaluate)):
                 run_step(f"{name} {step}", step_args, row / f"{step}.log")
         reports[name] = json.loads((row / EVAL_REPORT).read_text())
-        train_report = json.loads((row / "run" / "train_report.json").read_text())
-        budgets[name] = {
-            k: train_report.get(k) for k in ("steps", "tokens", "train_s", "stopped", "examples")
-        }
+        train_reports[name] = json.loads((row / "run" / "train_report.json").read_text())
 
-    result: dict[str, object] = {
-        "split": "valid",
-        "base_config": str(args.config),
-        "tokenizer": str(args.tokenizer),
-        "rows": ablation_table(variants, reports),
-        "budget": budgets,
-        "commands": [" ".join(["python benchmarks/ablation_beauty.py", *sys.argv[1:]]), *commands],
-    }
+    result = ablation_result(
+        variants,
+        reports,
+        train_reports,
+        base_config=str(args.config),
+        tokenizer=str(args.tokenizer),
+        commands=[" ".join(["python benchmarks/ablation_beauty.py", *sys.argv[1:]]), *commands],
+    )
     emit(result, args.runs / "ablation.json")
 
 

@@ -2,7 +2,8 @@
 
 ``genrec baseline`` writes one ``{valid, test}`` file per baseline and ``genrec eval`` one
 report per split for genrec; this puts their Recall@5/10 and NDCG@5/10 side by side, with the
-commands that produced them. A method whose reports are not given is recorded as ``null``.
+commands that produced them. A method whose reports are not given is recorded as ``null``, or
+with ``--update`` kept as the file had it (e.g. to add the ablation of a later run).
 
     python benchmarks/beauty_results.py --baseline runs/beauty/popular.json \\
         --baseline runs/beauty/sasrec.json [--genrec-valid FILE --genrec-test FILE] \\
@@ -48,10 +49,16 @@ def main() -> None:
     )
     parser.add_argument("--data", default=BEAUTY_DATA, help="the dataset the reports were made on")
     parser.add_argument("--out", type=Path, default=RESULTS / "beauty.json")
+    parser.add_argument(
+        "--update", action="store_true", help="keep what --out holds for every part not given here"
+    )
     args = parser.parse_args()
 
-    result: dict[str, object] = {"genrec": None, "sasrec": None, "popular": None}
-    commands = []
+    previous = json.loads(args.out.read_text()) if args.update and args.out.is_file() else {}
+    result: dict[str, object] = {m: previous.get(m) for m in ("genrec", "sasrec", "popular")}
+    if "ablation" in previous:
+        result["ablation"] = previous["ablation"]
+    commands = list(previous.get("commands", []))
     for path in args.baseline:
         report = json.loads(path.read_text())
         result[report["method"]] = {split: metrics(report[split]) for split in ("valid", "test")}

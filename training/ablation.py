@@ -113,3 +113,27 @@ def ablation_table(
                 row["delta_vs_full"] = {m: float(values[m]) - float(base_values[m]) for m in METRICS}
         table[name] = row
     return table
+
+
+BUDGET_FIELDS = ("steps", "tokens", "train_s", "stopped", "examples")
+
+
+def ablation_result(
+    variants: Mapping[str, TrainConfig],
+    reports: Mapping[str, Mapping[str, object]],
+    train_reports: Mapping[str, Mapping[str, object]],
+    *,
+    base_config: str,
+    tokenizer: str,
+    commands: list[str],
+) -> dict[str, object]:
+    """What ``ablation.json`` holds (and ``beauty_results.py --ablation`` files): the table, the
+    budget each row's training actually got, and the commands that made them."""
+    return {
+        "split": "valid",
+        "base_config": base_config,
+        "tokenizer": tokenizer,
+        "rows": ablation_table(variants, reports),
+        "budget": {name: {k: report.get(k) for k in BUDGET_FIELDS} for name, report in train_reports.items()},
+        "commands": commands,
+    }

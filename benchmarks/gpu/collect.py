@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import cast
 
 REPO = Path(__file__).resolve().parents[2]
 BEAUTY_RESULT = REPO / "benchmarks" / "results" / "beauty.json"
@@ -46,6 +47,41 @@ def baseline_reports(result: Path, out: Path) -> list[Path]:
         path.write_text(json.dumps(report, indent=2) + "\n")
         paths.append(path)
     return paths
+
+
+def write_ablation(runs: Path, summary: dict[str, object]) -> Path:
+    """``<runs>/ablation.json`` from an ``--ablation`` call: the rows' configs, evals and budgets."""
+    sys.path.insert(0, str(REPO))
+    from training.ablation import ablation_result
+    from training.train_config import TrainConfig
+
+    rows = [str(r) for r in cast(list, summary["variants"])]
+    variants = {
+        r: TrainConfig.model_validate_json((runs / "configs" / f"{r}.json").read_text()) for r in rows
+    }
+    reports = {
+        r: json.loads((runs / r / "eval_valid.json").read_text())
+        for r in rows
+        if (runs / r / "eval_valid.json").is_file()
+    }
+    train_reports = {
+        r: json.loads(p.read_text()) for r in rows if (p := runs / "runs" / r / "train_report.json").is_file()
+    }
+    result = ablation_result(
+        variants,
+        reports,
+        train_reports,
+        base_config=str(summary.get("config_file")),
+        tokenizer=f"index {summary['ablation_index']} (.gpu_data/tok/, as prepare.sh makes it)",
+        commands=[
+            "bash benchmarks/gpu/run_call1.sh",
+            f"bash benchmarks/gpu/run_call2.sh ... -> {summary['command']}",
+        ],
+    )
+    path = runs / "ablation.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"ablation: {len(reports)} of {len(rows)} rows evaluated -> {rel(path)}")
+    return path
 
 
 def main() -> None:
@@ -97,6 +133,11 @@ def main() -> None:
         commands.append(beauty)
     if any((runs / v / "eval_valid.json").is_file() for v in ("semantic", "behavior", "dual")):
         commands.append([sys.executable, "benchmarks/tokenizer_beauty.py", "--runs", rel(runs)])
+    if summary.is_file() and json.loads(summary.read_text()).get("ablation_index"):
+        ablation = write_ablation(runs, json.loads(summary.read_text()))
+        commands.append(
+            [sys.executable, "benchmarks/beauty_results.py", "--update", "--ablation", rel(ablation)]
+        )
     for command in commands:
         print("$ " + " ".join(command))
         if args.apply:

@@ -9,6 +9,10 @@
    during training, chosen before any test metric exists), all at once. The number of users
    is what fits before the deadline, estimated from the runs' own validation speed (all
    users when they fit);
+With ``--ablation INDEX`` step 2 trains the rows of the fine-tuning ablation instead
+(``training.ablation``: ``full`` and one part switched per row, from ``--config``), all on that
+one index with the same time budget, and step 4 evaluates each on validation only.
+
 5. pack the reports into ``--out``: ``summary.json``, ``eval_<variant>_<split>.json``,
    ``reports.tar.gz`` (every train_report.json, eval report and log) and ``pipeline.log``.
 
@@ -116,6 +120,25 @@ def eval_users(runs: dict[str, Path], jobs: int, seconds: float, cap: int | None
     return users
 
 
+def ablation_jobs(config: Path, rows: str | None, out: Path) -> dict[str, Path]:
+    """Row name -> its config file (written to ``out``) for the ablation of ``config``."""
+    sys.path.insert(0, str(REPO))
+    from training.ablation import ablation_variants
+    from training.train_config import TrainConfig
+
+    variants = ablation_variants(TrainConfig.model_validate_json(config.read_text()))
+    wanted = [r for r in (rows or "").split(",") if r] or list(variants)
+    unknown = sorted(set(wanted) - set(variants))
+    if unknown:
+        raise SystemExit(f"--ablation-rows: unknown {unknown}; the rows are {list(variants)}")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in wanted:
+        paths[name] = out / f"{name}.json"
+        paths[name].write_text(variants[name].model_dump_json(indent=2))
+    return paths
+
+
 def best_variant(runs: dict[str, Path]) -> str | None:
     """The run with the highest validation Recall@K during training (first in order on a tie)."""
     scores = {}
@@ -131,14 +154,18 @@ def best_variant(runs: dict[str, Path]) -> str | None:
     return best
 
 
-PACKED = ("logs/*.log", "runs/*/train_report.json", "eval/*.json", "artifacts/*/*/manifest.json")
+PACKED = (
+    "logs/*.log", "runs/*/train_report.json", "eval/*.json", "artifacts/*/*/manifest.json", "configs/*.json",
+)  # fmt: skip
+MAX_LOOSE_EVALS = 4  # eval reports also copied next to summary.json (the reply takes 8 files at most)
 
 
 def pack(work: Path, out: Path, summary: dict[str, object]) -> None:
     """``summary.json``, the eval reports, ``pipeline.log`` and ``reports.tar.gz`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    for report in sorted((work / "eval").glob("eval_*.json")):
+    reports = sorted((work / "eval").glob("eval_*.json"))
+    for report in reports if len(reports) <= MAX_LOOSE_EVALS else []:  # else in the archive only
         shutil.copy(report, out / report.name)
     if (work / "logs" / "pipeline.log").is_file():
         shutil.copy(work / "logs" / "pipeline.log", out / "pipeline.log")
@@ -174,6 +201,8 @@ def main() -> None:
     )
     parser.add_argument("--eval-users", type=int, help="at most this many users per eval")
     parser.add_argument("--threads", type=int, default=4, help="CPU threads per process")
+    parser.add_argument("--ablation", metavar="INDEX", help="train the ablation's rows on this index")
+    parser.add_argument("--ablation-rows", help="comma-separated subset of the ablation's rows")
     args = parser.parse_args()
 
     clock = Clock(args.started, args.deadline_s)
@@ -185,7 +214,16 @@ def main() -> None:
     logging.getLogger().addHandler(handler)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
 
-    variants = [v for v in args.variants.split(",") if v]
+    # one training job per name: (tokenizer dir, config file)
+    jobs_of: dict[str, tuple[Path, Path]]
+    if args.ablation:
+        configs = ablation_jobs(args.config, args.ablation_rows, work / "configs")
+        jobs_of = {name: (args.tok_root / args.ablation, config) for name, config in configs.items()}
+        args.test_variant = ""  # validation only: the ablation compares rows, it does not report test
+    else:
+        variants = [v for v in args.variants.split(",") if v]
+        jobs_of = {v: (args.tok_root / v, args.config) for v in variants}
+    variants = list(jobs_of)
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(args.threads),
@@ -198,7 +236,10 @@ def main() -> None:
         "GENREC_CACHE": str(work / "cache"),
     }
     summary: dict[str, object] = {
+        "command": shlex.join(["python", "benchmarks/gpu/pipeline.py", *sys.argv[1:]]),
         "variants": variants,
+        "ablation_index": args.ablation,
+        "config_file": os.path.relpath(args.config, REPO),
         "device": args.device,
         "config": json.loads(args.config.read_text()),
         "train_s": args.train_s,
@@ -224,8 +265,9 @@ def main() -> None:
         train_timeout = clock.left() - args.eval_reserve_s
         procs = []
         for v in variants:
-            command = [*CLI, "train", "--config", str(args.config), "--data", str(args.data)]
-            command += ["--tokenizer", str(args.tok_root / v), "--out", str(runs[v])]
+            tokenizer, config = jobs_of[v]
+            command = [*CLI, "train", "--config", str(config), "--data", str(args.data)]
+            command += ["--tokenizer", str(tokenizer), "--out", str(runs[v])]
             command += [
                 "--device",
                 args.device,

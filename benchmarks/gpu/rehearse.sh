@@ -6,6 +6,7 @@
 # CPU. Checks what comes back against the tool's limits (8 files, names, 2 folders down).
 #
 #   bash benchmarks/gpu/prepare.sh && bash benchmarks/gpu/rehearse.sh     # ~10 min on 2 cores
+#   CALL2_ARGS="--ablation dual --ablation-rows full,next_item_only" bash benchmarks/gpu/rehearse.sh
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 PY=${PY:-$REPO/.venv/bin/python}
@@ -46,7 +47,7 @@ set +e
 (cd "$SIM/repo" && OUT="$SIM/out2" WORK="$SIM/work" PY="$PY" bash benchmarks/gpu/run_call2.sh \
     --device cpu --threads 1 --deadline-s "${DEADLINE_S:-1500}" --train-s 30 --eval-users 20 \
     --train-args "--max-steps 2 --max-examples 64 --batch-size 4 --val-every 1 --val-users 4 --anneal-steps 1" \
-    --eval-args "--rows 32 --batch-size 10")
+    --eval-args "--rows 32 --batch-size 10" ${CALL2_ARGS:-})
 code=$?
 set -e
 echo "== call 2 exited $code after $(( $(date +%s) - started )) s; what comes back:"

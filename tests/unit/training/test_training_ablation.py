@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.ablation import TASK_FAMILIES, ablation_table, ablation_variants
+from training.ablation import TASK_FAMILIES, ablation_result, ablation_table, ablation_variants
 from training.tasks import TASKS, TaskMixture, TaskSpec
 from training.train_config import TrainConfig
 
@@ -82,3 +82,19 @@ def test_table_refuses_rows_evaluated_on_other_users() -> None:
     rows = ablation_variants(TrainConfig(anneal=True))
     with pytest.raises(ValueError, match=r"without_annealing.*same users"):
         ablation_table(rows, {"full": _report(0.08, users=100), "without_annealing": _report(0.07, users=50)})
+
+
+def test_ablation_result_records_the_budget_each_row_got() -> None:
+    rows = ablation_variants(TrainConfig(anneal=True))
+    train_reports = {
+        "full": {"steps": 300, "tokens": 9000, "train_s": 120.0, "stopped": "time_budget", "x": 1}
+    }
+    result = ablation_result(
+        rows, {"full": _report(0.08)}, train_reports, base_config="c.json", tokenizer="dual", commands=["run"]
+    )
+    assert result["split"] == "valid"
+    assert result["budget"] == {
+        "full": {"steps": 300, "tokens": 9000, "train_s": 120.0, "stopped": "time_budget", "examples": None}
+    }
+    assert result["rows"]["full"]["valid"]["recall@10"] == 0.08
+    assert result["commands"] == ["run"]
