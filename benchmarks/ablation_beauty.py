@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import BEAUTY, emit  # noqa: E402
-from training.ablation import ablation_result, ablation_variants  # noqa: E402
+from training.ablation import ablation_result, ablation_variants, select_rows  # noqa: E402
 from training.train_config import TrainConfig  # noqa: E402
 
 # genrec's offline commands without the service side (also what a GPU machine can import)
@@ -76,13 +76,10 @@ def main() -> None:
         base = TrainConfig.model_validate_json(args.config.read_text())
     except (OSError, ValueError) as exc:
         raise SystemExit(f"--config {args.config}: {exc}") from exc
-    variants = ablation_variants(base, add_weight=args.add_weight)
-    if args.rows:
-        wanted = args.rows.split(",")
-        unknown = sorted(set(wanted) - set(variants))
-        if unknown:
-            raise SystemExit(f"--rows: unknown {unknown}; the rows are {list(variants)}")
-        variants = {name: variants[name] for name in wanted}
+    try:
+        variants = select_rows(ablation_variants(base, add_weight=args.add_weight), args.rows)
+    except ValueError as exc:
+        raise SystemExit(f"--rows: {exc}") from exc
 
     commands = []
     reports: dict[str, dict[str, object]] = {}

@@ -76,6 +76,15 @@ def ablation_variants(base: TrainConfig, *, add_weight: float = 0.1) -> dict[str
     return {name: TrainConfig.model_validate(config.model_dump()) for name, config in variants.items()}
 
 
+def select_rows(variants: Mapping[str, TrainConfig], rows: str | None) -> dict[str, TrainConfig]:
+    """The rows named in ``rows`` (comma-separated, in that order; all when empty)."""
+    wanted = [r for r in (rows or "").split(",") if r] or list(variants)
+    unknown = sorted(set(wanted) - set(variants))
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; the rows are {list(variants)}")
+    return {name: variants[name] for name in wanted}
+
+
 def describe(config: TrainConfig) -> dict[str, object]:
     """What a row trains: its active tasks with weights, and whether it anneals."""
     return {

@@ -6,7 +6,7 @@ reconstruction, masked-item, BPR and negative-sampling tasks). Only the answer t
 loss. The semantic-ID tokens are new rows of the (tied) embedding matrix, trained through
 peft's ``trainable_token_indices`` while the rest of the model gets LoRA adapters;
 ``merge_and_unload`` folds both back into a plain checkpoint that vLLM serves. With
-``full_finetune`` stage 1 trains every weight instead (for a randomly initialised base).
+``full_finetune`` stage 1 trains every weight instead (LC-Rec's recipe, not the default).
 
 Stage 2 (``anneal``, EAGER-LLM's annealing adapter) merges stage 1, adds a fresh LoRA and
 trains it briefly on next-item only with a cosine learning rate decaying to 0, then merges

@@ -60,8 +60,9 @@ def encode_texts_with_llm(
             for r, i in enumerate(rows):
                 batch[r, : len(ids[i])] = torch.tensor(ids[i])
                 mask[r, : len(ids[i])] = 1
-            states = model(input_ids=batch.to(device), attention_mask=mask.to(device)).last_hidden_state
-            weights = mask.to(device).unsqueeze(-1).to(states.dtype)
+            mask = mask.to(device)
+            states = model(input_ids=batch.to(device), attention_mask=mask).last_hidden_state
+            weights = mask.unsqueeze(-1).to(states.dtype)
             pooled = (states * weights).sum(1) / weights.sum(1)
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[rows] = pooled.float().cpu().numpy()

@@ -119,11 +119,9 @@ def main() -> None:
     baselines = baseline_reports(BEAUTY_RESULT, runs / "baselines")
 
     commands = []
-    summary = runs / "summary.json"
-    test_variant = args.test_variant or (
-        json.loads(summary.read_text()).get("test_variant", "semantic") if summary.is_file() else "semantic"
-    )
-    tv = runs / str(test_variant)
+    summary_path = runs / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    tv = runs / str(args.test_variant or summary.get("test_variant", "semantic"))
     if (tv / "eval_valid.json").is_file() and (tv / "eval_test.json").is_file():
         beauty = [sys.executable, "benchmarks/beauty_results.py"]
         for path in baselines:
@@ -133,8 +131,8 @@ def main() -> None:
         commands.append(beauty)
     if any((runs / v / "eval_valid.json").is_file() for v in ("semantic", "behavior", "dual")):
         commands.append([sys.executable, "benchmarks/tokenizer_beauty.py", "--runs", rel(runs)])
-    if summary.is_file() and json.loads(summary.read_text()).get("ablation_index"):
-        ablation = write_ablation(runs, json.loads(summary.read_text()))
+    if summary.get("ablation_index"):
+        ablation = write_ablation(runs, summary)
         commands.append(
             [sys.executable, "benchmarks/beauty_results.py", "--update", "--ablation", rel(ablation)]
         )

@@ -123,19 +123,18 @@ def eval_users(runs: dict[str, Path], jobs: int, seconds: float, cap: int | None
 def ablation_jobs(config: Path, rows: str | None, out: Path) -> dict[str, Path]:
     """Row name -> its config file (written to ``out``) for the ablation of ``config``."""
     sys.path.insert(0, str(REPO))
-    from training.ablation import ablation_variants
+    from training.ablation import ablation_variants, select_rows
     from training.train_config import TrainConfig
 
-    variants = ablation_variants(TrainConfig.model_validate_json(config.read_text()))
-    wanted = [r for r in (rows or "").split(",") if r] or list(variants)
-    unknown = sorted(set(wanted) - set(variants))
-    if unknown:
-        raise SystemExit(f"--ablation-rows: unknown {unknown}; the rows are {list(variants)}")
+    try:
+        variants = select_rows(ablation_variants(TrainConfig.model_validate_json(config.read_text())), rows)
+    except ValueError as exc:
+        raise SystemExit(f"--ablation-rows: {exc}") from exc
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name in wanted:
+    for name, row in variants.items():
         paths[name] = out / f"{name}.json"
-        paths[name].write_text(variants[name].model_dump_json(indent=2))
+        paths[name].write_text(row.model_dump_json(indent=2))
     return paths
 
 
@@ -219,7 +218,6 @@ def main() -> None:
     if args.ablation:
         configs = ablation_jobs(args.config, args.ablation_rows, work / "configs")
         jobs_of = {name: (args.tok_root / args.ablation, config) for name, config in configs.items()}
-        args.test_variant = ""  # validation only: the ablation compares rows, it does not report test
     else:
         variants = [v for v in args.variants.split(",") if v]
         jobs_of = {v: (args.tok_root / v, args.config) for v in variants}
@@ -299,7 +297,12 @@ def main() -> None:
 
         # 4. evaluations, all at once, inside the deadline
         jobs = [(v, "valid") for v in bundles]
-        test_variant = best_variant(trained) if args.test_variant == BEST else args.test_variant
+        if args.ablation:  # validation only: the ablation compares rows, it does not report test
+            test_variant: str | None = ""
+        elif args.test_variant == BEST:
+            test_variant = best_variant(trained)
+        else:
+            test_variant = args.test_variant
         summary["test_variant"] = test_variant
         if test_variant in bundles:
             jobs.append((test_variant, "test"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.ablation import TASK_FAMILIES, ablation_result, ablation_table, ablation_variants
+from training.ablation import TASK_FAMILIES, ablation_result, ablation_table, ablation_variants, select_rows
 from training.tasks import TASKS, TaskMixture, TaskSpec
 from training.train_config import TrainConfig
 
@@ -98,3 +98,12 @@ def test_ablation_result_records_the_budget_each_row_got() -> None:
     }
     assert result["rows"]["full"]["valid"]["recall@10"] == 0.08
     assert result["commands"] == ["run"]
+
+
+def test_select_rows_keeps_the_named_rows_in_order_and_names_unknown_ones() -> None:
+    rows = ablation_variants(TrainConfig(anneal=True))
+    assert select_rows(rows, None) == rows
+    assert select_rows(rows, "") == rows
+    assert list(select_rows(rows, "without_annealing,full")) == ["without_annealing", "full"]
+    with pytest.raises(ValueError, match=r"unknown rows \['bogus'\]"):
+        select_rows(rows, "full,bogus")
