@@ -144,7 +144,8 @@ class DemoPlan:
     """What ``genrec demo`` builds: the synthetic catalog and a tiny model that learns it in minutes.
 
     The figures are sized for a 2-core laptop: ~3.5 minutes of training (idle machine), test
-    Recall@10 0.243 on the synthetic split (random: 0.03; measured 2026-12-01).
+    Recall@10 0.243 on the synthetic split (random: 0.03; the ``lora`` row of
+    benchmarks/results/demo_finetune_modes.json).
     """
 
     users: int = 600

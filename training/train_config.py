@@ -25,8 +25,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     # Full fine-tuning trains every weight in stage 1 instead of LoRA adapters (LC-Rec's recipe),
     # for comparing the two on a GPU. Not the default: on the demo's synthetic data and settings
-    # the tiny model reached test Recall@10 0.167 with it against 0.243 with LoRA. The annealing
-    # stage stays a LoRA adapter either way.
+    # the tiny model reached test Recall@10 0.167 with it against 0.243 with LoRA
+    # (benchmarks/results/demo_finetune_modes.json). The annealing stage stays a LoRA adapter
+    # either way.
     full_finetune: bool = False
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
