@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.catalog import Catalog
-from model.prompts import encode_prompt, next_item_prompt
+from model.prompts import (
+    COMPACT,
+    LINES,
+    PROMPT_FORMATS,
+    CompactFormat,
+    encode_prompt,
+    history_window,
+    next_item_prompt,
+)
 from model.recommender import RankRequest, ScoredItem
 from model.search import ChildScorer, ItemPaths, constrained_beam_search, score_items
 from model.trie import CompiledTrie
@@ -33,11 +41,16 @@ class PromptSettings:
     max_prompt_tokens: int = 512
     with_titles: bool = True
     align: int = 1  # left-pad prompts to a multiple of this (see model.prompts)
+    format: str = LINES  # model.prompts.PROMPT_FORMATS; bundles from before the compact format: lines
 
     def __post_init__(self) -> None:
         # history[-0:] would silently keep the whole history
         if self.history_len < 1 or self.max_prompt_tokens < 1 or self.align < 1:
             raise ValueError(f"history_len, max_prompt_tokens and align must be >= 1: {self}")
+        if self.format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt format must be one of {PROMPT_FORMATS}, got {self.format!r}")
+        if self.format == COMPACT and self.align != 1:
+            raise ValueError("the compact prompt format is never padded: align must be 1")
 
     @classmethod
     def for_bundle(cls, manifest_extra: dict[str, object], **overrides: int) -> PromptSettings:
@@ -45,6 +58,7 @@ class PromptSettings:
         return cls(
             with_titles=bool(manifest_extra.get("with_titles", True)),
             align=int(str(manifest_extra.get("prompt_align", 1))),
+            format=str(manifest_extra.get("prompt_format", LINES)),
             **overrides,
         )
 
@@ -56,13 +70,26 @@ class PromptBuilder:
         self.catalog = catalog
         self.tokenizer = tokenizer
         self.settings = settings
+        self.compact = (
+            CompactFormat(tokenizer, catalog.scheme, with_titles=settings.with_titles)
+            if settings.format == COMPACT
+            else None
+        )
 
     def known_items(self, history: Sequence[str]) -> list[str]:
         return [item_id for item_id in history if item_id in self.catalog]
 
     def encode(self, history: Sequence[str]) -> list[int]:
-        items = [self.catalog[i] for i in self.known_items(history)][-self.settings.history_len :]
+        items = history_window(
+            [self.catalog[i] for i in self.known_items(history)], self.settings.history_len
+        )
         while True:
+            if self.compact is not None:
+                ids = self.compact.prompt(items)
+                if len(ids) <= self.settings.max_prompt_tokens or not items:
+                    return ids
+                items = items[1:]
+                continue
             text = next_item_prompt(items, self.catalog.scheme, with_titles=self.settings.with_titles)
             ids = encode_prompt(self.tokenizer, text, self.settings.align)
             if len(ids) <= self.settings.max_prompt_tokens or not items:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -28,6 +28,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from model.prompts import COMPACT_INSTRUCTION
 from model.semantic_id import SidScheme, sid_token
 from model.trie_mask import vocab_ids
 
@@ -37,6 +38,7 @@ SMOLLM2 = "smollm2"
 TINY = "tiny"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
+SCRATCH_SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>"]
 
 
 def default_cache_dir() -> Path:
@@ -123,6 +125,60 @@ def build_tiny_model(out: Path, corpus: Iterable[str], *, vocab_size: int = 1024
     return out
 
 
+def build_scratch_model(
+    out: Path,
+    *,
+    hidden: int,
+    layers: int,
+    heads: int,
+    intermediate: int,
+    max_positions: int = 1024,
+    seed: int = 0,
+) -> Path:
+    """A random Llama whose vocabulary is the compact prompt's words plus (added later) the IDs.
+
+    The recommender trained from scratch (TIGER-sized) reads and writes semantic IDs only: the
+    base tokenizer knows its special tokens and the instruction's words, ``add_sid_tokens``
+    adds the ID tokens, and the embedding matrix is sized to match. It is saved as a plain HF
+    checkpoint, so training, export and the vLLM engine treat it like any other base model.
+    """
+    splitter = pre_tokenizers.WhitespaceSplit()
+    words = [w for w, _ in splitter.pre_tokenize_str(COMPACT_INSTRUCTION)]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys([*SCRATCH_SPECIAL_TOKENS, *words]))}
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
+    word_level.pre_tokenizer = splitter
+    word_level.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    word_level.post_processor = processors.TemplateProcessing(
+        single="<|bos|> $A", special_tokens=[("<|bos|>", vocab["<|bos|>"])]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level,
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        pad_token="<|pad|>",
+        unk_token="<|unk|>",
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).float()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    logger.info("built scratch model in %s (%d layers, hidden %d)", out, layers, hidden)
+    return out
+
+
 def resolve_base_model(name_or_path: str, *, cache_dir: Path | None = None) -> Path:
     """``smollm2`` -> the converted packaged checkpoint; anything else must be a local HF checkpoint."""
     if name_or_path == SMOLLM2:
@@ -136,18 +192,23 @@ def resolve_base_model(name_or_path: str, *, cache_dir: Path | None = None) -> P
 
 
 def add_sid_tokens(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, scheme: SidScheme
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    scheme: SidScheme,
+    *,
+    random_init: bool = False,
 ) -> list[int]:
     """Add every semantic-ID token to the vocabulary and the embeddings; return their ids.
 
     New rows start at the mean of the existing embeddings (transformers' ``mean_resizing``),
-    which keeps the first forward passes well-conditioned.
+    which keeps the first forward passes well-conditioned; with ``random_init`` (a model
+    trained from scratch) they get the model's own random initialisation instead.
     """
     tokens = scheme.all_tokens()
     tokenizer.add_tokens(tokens)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=not random_init)
     return vocab_ids(tokenizer.get_vocab(), tokens, "base tokenizer")
 
 

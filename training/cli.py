@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -135,7 +136,21 @@ def train(
         Path | None, typer.Option("--config", help="JSON TrainConfig; options given here override it")
     ] = None,
     base_model: Annotated[
-        str | None, typer.Option(help="'smollm2', 'tiny' or a local HF checkpoint [smollm2]")
+        str | None,
+        typer.Option(
+            help="'smollm2', 'scratch' (small Llama over the IDs), 'tiny' or a local HF checkpoint [smollm2]"
+        ),
+    ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(help="sequence (whole sequences, packed) or prompt (one per target) [sequence]"),
+    ] = None,
+    prompt_format: Annotated[str | None, typer.Option(help="compact or lines [compact]")] = None,
+    loss_vocab: Annotated[
+        str | None, typer.Option(help="sid (softmax over the ID tokens) or full (whole vocabulary) [sid]")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32 or bf16 (auto: bf16 where native) [auto]")
     ] = None,
     epochs: Annotated[float | None, typer.Option(help="[1.0]")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stage-1 optimizer steps (overrides epochs)")] = None,
@@ -152,11 +167,11 @@ def train(
         typer.Option("--full-finetune/--lora", help="train every weight in stage 1, not LoRA [lora]"),
     ] = None,
     titles: Annotated[
-        bool | None, typer.Option("--titles/--no-titles", help="item titles in prompts [on]")
+        bool | None, typer.Option("--titles/--no-titles", help="item titles in prompts [off]")
     ] = None,
     prompt_align: Annotated[
         int | None,
-        typer.Option(help="left-pad prompts to a multiple of this (the serving KV block size) [32]"),
+        typer.Option(help="lines format: left-pad prompts to a multiple of this (the KV block size) [1]"),
     ] = None,
     task: Annotated[
         list[str] | None,
@@ -186,6 +201,7 @@ def train(
     from pydantic import ValidationError
 
     from training.base_model import TINY, resolve_base_model
+    from training.train_config import SCRATCH
     from training.finetune import RUN_CATALOG, RUN_TRIE
     from training.finetune import train as run_train
     from training.train_config import TrainConfig
@@ -197,6 +213,10 @@ def train(
             )
     overrides = {
         "base_model": base_model,
+        "objective": objective,
+        "prompt_format": prompt_format,
+        "loss_vocab": loss_vocab,
+        "precision": precision,
         "epochs": epochs,
         "max_steps": max_steps,
         "max_train_examples": max_examples,
@@ -236,7 +256,7 @@ def train(
         raise typer.BadParameter(f"cannot read {config}: {exc}", param_hint="--config") from exc
     except ValidationError as exc:
         raise typer.BadParameter(str(exc), param_hint="--config or the train options") from exc
-    if settings.base_model != TINY:
+    if settings.base_model not in (TINY, SCRATCH):
         try:  # before any work: a bad path fails now, and smollm2 is converted once, up front
             resolve_base_model(settings.base_model)
         except FileNotFoundError as exc:
@@ -340,7 +360,10 @@ def eval_command(
         typer.Option(help="hf engine: sequences per forward pass [64 on cpu, 512 on cuda]", min=1),
     ] = None,
     precision: Annotated[
-        str, typer.Option(help="hf engine: auto (bf16 autocast on cuda, fp32 on cpu), fp32 or bf16")
+        str,
+        typer.Option(
+            help="hf engine: auto (bf16 autocast on cuda and on CPUs with native bf16), fp32 or bf16"
+        ),
     ] = "auto",
     out: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
 ) -> None:
@@ -348,6 +371,7 @@ def eval_command(
     import contextlib
 
     from model.bundle import BundleError, load_bundle
+    from model.cpu_features import resolve_precision
     from training.evaluate import evaluate, select_examples
 
     if split not in ("valid", "test"):
@@ -377,7 +401,7 @@ def eval_command(
         from model.hf_engine import hf_recommender
 
         rows = rows or (512 if where == "cuda" else 64)
-        dtype = ("bf16" if where == "cuda" else "fp32") if precision == "auto" else precision
+        dtype = resolve_precision(precision, where)
         if where == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
         if dtype == "bf16":  # fp32 weights, bf16 matmuls: what training's validation runs
@@ -407,6 +431,10 @@ def baseline_command(
     out: Annotated[Path | None, typer.Option(help="write {valid, test} reports here (JSON)")] = None,
     k: int = 20,
     max_users: Annotated[int | None, typer.Option(help="evaluate a random sample of users")] = None,
+    sasrec_config: Annotated[
+        Path | None,
+        typer.Option("--sasrec-config", help="JSON SasrecConfig (model size, budget, early stop)"),
+    ] = None,
     seed: int = 0,
 ) -> None:
     """Recall@5/10 and NDCG@5/10 of a non-LLM baseline on the validation and test splits, through
@@ -417,13 +445,29 @@ def baseline_command(
 
     if method not in METHODS:
         raise typer.BadParameter(f"must be one of {', '.join(METHODS)}", param_hint="--method")
+    from pydantic import ValidationError
+
+    try:
+        fields = json.loads(sasrec_config.read_text()) if sasrec_config is not None else {}
+        sasrec = SasrecConfig.model_validate({"seed": seed, **fields})
+    except (OSError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {sasrec_config}: {exc}", param_hint="--sasrec-config") from exc
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--sasrec-config") from exc
     dataset = _load(data)
-    ranker = build_baseline(method, dataset, SasrecConfig(seed=seed))
+    started = time.perf_counter()
+    ranker = build_baseline(method, dataset, sasrec)
+    fit_s = time.perf_counter() - started
     reports = {
         split: evaluate(ranker, select_examples(dataset, split, max_users, seed), split=split, k=k).to_json()
         for split in ("valid", "test")
     }
-    text = json.dumps({"method": method, "dataset": dataset.name, **reports}, indent=2)
+    summary: dict[str, object] = {"method": method, "dataset": dataset.name, "fit_s": round(fit_s, 1)}
+    if method == "sasrec":
+        trained = ranker.trained  # type: ignore[union-attr]
+        summary.update(config=sasrec.model_dump(), epochs_run=trained.epochs_run,
+                       best_early_stop_recall10=trained.best_holdout_recall10)  # fmt: skip
+    text = json.dumps({**summary, **reports}, indent=2)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")

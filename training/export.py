@@ -37,6 +37,7 @@ def export_run(
         base_model, with_titles = str(config["base_model"]), bool(config["with_titles"])
         history_len = int(config["history_len"])
         prompt_align = int(config.get("prompt_align", 1))  # runs from before alignment: none
+        prompt_format = str(config.get("prompt_format", "lines"))  # runs from before the compact format
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{run_dir / RUN_REPORT} is malformed ({exc!r}); re-run `genrec train`") from exc
     root = artifacts_root / version
@@ -56,6 +57,7 @@ def export_run(
         with_titles=with_titles,
         history_len=history_len,
         prompt_align=prompt_align,
+        prompt_format=prompt_format,
         dataset=report.get("dataset"),
         training={k: report[k] for k in ("examples", "steps", "final_loss_ema", "wall_s") if k in report},
     )

@@ -39,21 +39,30 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from model.catalog import Catalog
 from model.trie import CompiledTrie
-from training.base_model import TINY, add_sid_tokens, build_tiny_model, resolve_base_model, sid_token_ids
+from training.base_model import (
+    TINY,
+    add_sid_tokens,
+    build_scratch_model,
+    build_tiny_model,
+    resolve_base_model,
+    sid_token_ids,
+)
 from training.data import InteractionData, leave_one_out
 from training.devices import autocast_for, pick_device
 from training.encoding import (
+    SEQUENCE,
     Encoded,
-    answer_loss,
     collate_left,
     encode_samples,
+    encode_sequences,
     length_bucketed_batches,
     prompt_text,
     tiny_corpus,
+    token_loss,
 )
 from training.sid_alignment import CODEBOOKS_FILE, SidCodebooks, init_aligned_sid_embeddings
-from training.tasks import NEXT_ITEM, TaskContext, build_mixture
-from training.train_config import TrainConfig
+from training.tasks import NEXT_ITEM, TaskContext, build_mixture, training_sequences
+from training.train_config import SCRATCH, TrainConfig
 from training.validation import Validator, validation_sample
 
 logger = logging.getLogger(__name__)
@@ -161,11 +170,19 @@ class StagePlan:
 class Trainer:
     """Runs one stage's optimizer loop with checkpoints, validation and early stopping."""
 
-    def __init__(self, config: TrainConfig, out_dir: Path, device: torch.device, pad_id: int) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: Path,
+        device: torch.device,
+        pad_id: int,
+        loss_vocab: list[int] | None = None,
+    ) -> None:
         self.config = config
         self.ckpt_dir = out_dir / CHECKPOINT_DIR
         self.device = device
         self.pad_id = pad_id
+        self.loss_vocab = None if loss_vocab is None else torch.tensor(loss_vocab, device=device)
 
     def save_best(self, model: torch.nn.Module, state: StageState) -> None:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -231,11 +248,14 @@ class Trainer:
             batches = list(length_bucketed_batches(plan.data, config.batch_size, order))
             for index in range(state.batch_in_epoch, len(batches)):
                 started = time.perf_counter()
-                cpu, keep = collate_left(batches[index], self.pad_id)
+                cpu, _ = collate_left(batches[index], self.pad_id)
                 state.tokens += int(cpu["attention_mask"].sum())
                 inputs = {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
-                with autocast_for(device):
-                    loss = answer_loss(model, inputs, keep) / config.grad_accum
+                with autocast_for(device, config.precision):
+                    loss = token_loss(
+                        model, inputs, vocab_ids=self.loss_vocab, embedding_dropout=config.embedding_dropout
+                    )
+                    loss = loss / config.grad_accum
                 loss.backward()
                 state.batch_in_epoch = index + 1
                 state.micro += 1
@@ -398,6 +418,16 @@ def train(
             corpus.extend(prompt_text(s, catalog, config) for s in samples[:200])
             corpus.extend(s.answer_text for s in samples[:200] if s.answer_text is not None)
         base_path = build_tiny_model(out_dir / "base", corpus, seed=config.seed)
+    elif config.base_model == SCRATCH:
+        shape = config.scratch
+        base_path = build_scratch_model(
+            out_dir / "base",
+            hidden=shape.hidden,
+            layers=shape.layers,
+            heads=shape.heads,
+            intermediate=shape.intermediate,
+            seed=config.seed,
+        )
     else:
         base_path = resolve_base_model(config.base_model)
     device = pick_device(config.device)
@@ -406,9 +436,11 @@ def train(
         torch.backends.cudnn.allow_tf32 = True
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
     model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
-    sid_ids = add_sid_tokens(model, tokenizer, catalog.scheme)
+    sid_ids = add_sid_tokens(model, tokenizer, catalog.scheme, random_init=config.base_model == SCRATCH)
     tied = bool(model.config.tie_word_embeddings)
-    if (tokenizer_dir / CODEBOOKS_FILE).is_file():
+    if config.base_model == SCRATCH:
+        aligned_r2 = None  # random weights: there is no LLM embedding space to align with
+    elif (tokenizer_dir / CODEBOOKS_FILE).is_file():
         aligned_r2 = init_aligned_sid_embeddings(
             model,
             tokenizer,
@@ -425,11 +457,20 @@ def train(
 
     encode_started = time.perf_counter()
     encoded: list[Encoded] = []
+    if config.objective == "sequence":  # the next-item task as packed whole sequences
+        sequences = list(training_sequences(data).values())
+        packed = encode_sequences(sequences, catalog, tokenizer, config)
+        if config.max_train_examples is not None and len(packed) > config.max_train_examples:
+            packed = rng.sample(packed, config.max_train_examples)
+        encoded.extend(packed)
+        mixture = {task: samples for task, samples in mixture.items() if task != NEXT_ITEM}
     for samples in mixture.values():
         encoded.extend(encode_samples(samples, catalog, tokenizer, config))
     encode_s = time.perf_counter() - encode_started
     task_examples = {task: len(samples) for task, samples in mixture.items()}
-    next_item = [e for e in encoded if e.task == NEXT_ITEM]
+    if config.objective == "sequence":
+        task_examples = {SEQUENCE: len(packed), **task_examples}
+    next_item = [e for e in encoded if e.task in (NEXT_ITEM, SEQUENCE)]
     total_steps = config.max_steps or _steps(len(encoded), config, config.epochs)
     validator = None
     if config.val_every:
@@ -441,7 +482,9 @@ def train(
             config,
             device,
         )
-    trainer = Trainer(config, out_dir, device, int(tokenizer.pad_token_id))
+    trainer = Trainer(
+        config, out_dir, device, int(tokenizer.pad_token_id), sid_ids if config.loss_vocab == "sid" else None
+    )
     logger.info(
         "training %s on %d examples %s: %d steps (batch %d x accum %d) on %s",
         config.base_model,

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ from pydantic import BaseModel, Field
 from torch import nn
 from tqdm import tqdm
 
-from training.data import Example, InteractionData, sort_item_ids
+from model.cpu_features import resolve_precision
+from training.data import Example, InteractionData, leave_one_out, sort_item_ids
 from training.metrics import summarize
 
 logger = logging.getLogger(__name__)
@@ -48,8 +50,13 @@ class SasrecConfig(BaseModel):
     # Softmax over the batch's targets plus this many shared random items (0 = the full catalog):
     # on Beauty a full softmax costs ~36 s an epoch on 2 cores, this ~5x less.
     negatives: int = Field(default=1024, ge=0)
-    patience: int = Field(default=3, ge=1)  # epochs without a better held-out Recall@10
+    patience: int = Field(default=3, ge=1)  # epochs without a better early-stopping Recall@10
+    # holdout: the last training item of ``holdout_users`` random users, held out of training
+    # (what the behavioural item index uses: no validation target shapes its embeddings);
+    # valid: the validation split itself (the baseline's protocol: tune on validation, report test).
+    early_stop: Literal["holdout", "valid"] = "holdout"
     holdout_users: int = Field(default=2000, ge=1)  # users whose last training item is held out
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
     seed: int = 0
 
 
@@ -185,7 +192,8 @@ def _holdout_recall10(trained: TrainedSasrec, examples: list[Example]) -> float:
 
 
 def train_sasrec(data: InteractionData, config: SasrecConfig, *, progress: bool = True) -> TrainedSasrec:
-    """Train on the training split, keep the epoch with the best held-out Recall@10."""
+    """Train on the training split, keep the epoch with the best early-stopping Recall@10
+    (held-out training items or the validation split, ``config.early_stop``)."""
     item_ids = sort_item_ids(data.items)
     if not item_ids:
         raise ValueError(f"dataset {data.name!r} has no items")
@@ -195,8 +203,12 @@ def train_sasrec(data: InteractionData, config: SasrecConfig, *, progress: bool 
         raise ValueError(f"dataset {data.name!r} has no user with 2+ training interactions for SASRec")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    train_part, held = holdout_split(sequences, config.holdout_users, rng)
+    if config.early_stop == "holdout":
+        train_part, held = holdout_split(sequences, config.holdout_users, rng)
+    else:
+        train_part, held = sequences, leave_one_out(data, max_history=config.max_len).valid
     seqs = [[index[i] for i in seq] for seq in train_part]
+    bf16 = resolve_precision(config.precision, "cpu") == "bf16"
 
     model = SASRec(len(item_ids), config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -216,8 +228,9 @@ def train_sasrec(data: InteractionData, config: SasrecConfig, *, progress: bool 
         )
         for inputs, targets in bar:
             real = targets != PAD_INDEX
-            hidden = model(inputs)[real]  # only positions with a target cost the softmax
-            loss = _softmax_loss(model, hidden, targets[real], config.negatives)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                hidden = model(inputs)[real]  # only positions with a target cost the softmax
+                loss = _softmax_loss(model, hidden, targets[real], config.negatives).float()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -227,7 +240,7 @@ def train_sasrec(data: InteractionData, config: SasrecConfig, *, progress: bool 
         recall = _holdout_recall10(trained, held) if held else 0.0
         trained.epochs_run = epoch + 1
         logger.info(
-            "SASRec epoch %d: loss %.4f, held-out Recall@10 %.4f (%d users), %.0f s",
+            "SASRec epoch %d: loss %.4f, early-stopping Recall@10 %.4f (%d users), %.0f s",
             epoch + 1,
             total / max(count, 1),
             recall,

@@ -6,14 +6,55 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model.prompts import COMPACT
 from model.topk import PromptSettings
-from training.tasks import TaskMixture
+from training.tasks import NEXT_ITEM, TaskMixture
+
+SCRATCH = "scratch"
+
+
+class ScratchShape(BaseModel):
+    """The Llama that ``base_model="scratch"`` trains from random weights over the ID vocabulary.
+
+    TIGER-sized by default (a few million parameters). Head size 64 (hidden / heads) is what
+    vLLM's CPU attention supports.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: int = Field(256, ge=64)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    intermediate: int = Field(1024, ge=64)
+
+    @model_validator(mode="after")
+    def _head_size(self) -> ScratchShape:
+        if self.hidden % self.heads or self.hidden // self.heads != 64:
+            raise ValueError(
+                f"hidden / heads must be 64 (vLLM CPU attention), got {self.hidden}/{self.heads}"
+            )
+        return self
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str = Field("smollm2", description="'smollm2', 'tiny' or a local HF checkpoint path")
+    base_model: str = Field(
+        "smollm2",
+        description="'smollm2', 'scratch' (a small Llama over the ID vocabulary), 'tiny' or a local HF checkpoint",
+    )
+    # sequence: each user's training sequence is one packed example carrying the loss of every
+    # item's ID (compact format only); prompt: one example per target (the earlier recipe).
+    objective: Literal["sequence", "prompt"] = "sequence"
+    prompt_format: Literal["compact", "lines"] = COMPACT
+    # sid: the softmax runs over the semantic-ID tokens only (all the constrained search ever
+    # scores); full: over the whole vocabulary.
+    loss_vocab: Literal["sid", "full"] = "sid"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 where the device has it"
+    )
+    embedding_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the input embeddings")
+    scratch: ScratchShape = Field(default_factory=ScratchShape)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
     max_train_examples: int | None = Field(None, ge=1)
@@ -35,10 +76,11 @@ class TrainConfig(BaseModel):
     history_len: int = Field(20, ge=1)
     max_prompt_tokens: int = Field(512, ge=1)
     max_answer_tokens: int = Field(32, ge=1, description="text answers (titles) are cut to this")
-    with_titles: bool = True
-    # Left-pad prompts to this many tokens (a multiple of the serving KV block size: 32 on CPU,
-    # 16 on GPU) so that beams share every prompt block; recorded in the bundle's manifest.
-    prompt_align: int = Field(default=32, ge=1)
+    with_titles: bool = False
+    # lines format only: left-pad prompts to this many tokens (a multiple of the serving KV
+    # block size: 32 on CPU, 16 on GPU) so that beams share every prompt block; recorded in the
+    # bundle's manifest. The compact format is never padded (1).
+    prompt_align: int = Field(default=1, ge=1)
     tasks: TaskMixture = Field(default_factory=TaskMixture)
     # robustness
     checkpoint_every: int = Field(0, ge=0, description="steps between resumable checkpoints; 0: none")
@@ -48,6 +90,7 @@ class TrainConfig(BaseModel):
     val_users: int = Field(500, ge=1)
     val_k: int = Field(10, ge=1)
     val_batch: int = Field(32, ge=1, description="users per constrained search during validation")
+    val_beam: int = Field(20, ge=1, description="beam width of the validation search (the protocol's 20)")
     patience: int | None = Field(None, ge=1, description="validations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0)
     keep_best: bool = True
@@ -65,6 +108,21 @@ class TrainConfig(BaseModel):
             raise ValueError("tasks: at least one task must be enabled with a weight > 0")
         if self.patience is not None and self.val_every == 0:
             raise ValueError("patience needs val_every > 0 (early stopping watches validation recall)")
+        if self.val_beam < self.val_k:
+            raise ValueError(f"val_beam ({self.val_beam}) must be >= val_k ({self.val_k})")
+        if self.prompt_format == COMPACT and self.prompt_align != 1:
+            raise ValueError("prompt_align: the compact prompt format is never padded (use 1)")
+        if self.objective == "sequence" and self.prompt_format != COMPACT:
+            raise ValueError(
+                "objective 'sequence' needs prompt_format 'compact' (served prompts are its prefixes)"
+            )
+        if self.base_model == SCRATCH:
+            if self.with_titles:
+                raise ValueError("with_titles: the scratch model's vocabulary has no words for titles")
+            others = [t for t in self.tasks.active() if t != NEXT_ITEM]
+            if others:
+                raise ValueError(f"tasks: the scratch model reads semantic IDs only, not {others}")
+            self.full_finetune = True  # random weights: every weight trains
         return self
 
     def prompt_settings(self) -> PromptSettings:
@@ -74,4 +132,5 @@ class TrainConfig(BaseModel):
             max_prompt_tokens=self.max_prompt_tokens,
             with_titles=self.with_titles,
             align=self.prompt_align,
+            format=self.prompt_format,
         )

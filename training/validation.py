@@ -23,7 +23,7 @@ from training.train_config import TrainConfig
 
 class Validator:
     """Recall@k (and NDCG@k) on a fixed sample of validation users through the constrained
-    HF engine, scored by the model being trained (eval mode, autocast on CUDA)."""
+    HF engine, scored by the model being trained (eval mode, the training precision)."""
 
     def __init__(
         self,
@@ -43,6 +43,8 @@ class Validator:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
         self.k = config.val_k
+        self.beam = config.val_beam
+        self.precision = config.precision
         self.batch = config.val_batch
         self.rows = 256 if device.type == "cuda" else 64
         self.device = device
@@ -60,12 +62,12 @@ class Validator:
             children_tokens=self.children,
             prompts=self.prompts,
             make_scorer=make_scorer,
-            beam_width=self.k,
+            beam_width=self.beam,
             max_batch=self.batch,
             model_version="training",
         )
         try:
-            with autocast_for(self.device):
+            with autocast_for(self.device, self.precision):
                 rows = recommender.recommend([list(e.history) for e in self.examples], self.k)
         finally:
             model.train(was_training)

@@ -257,7 +257,11 @@ def test_eval_hf_on_cpu_records_device_rows_and_precision(
         assert code == 0, output
         reports[rows] = json.loads(out.read_text())
     small, default = reports["3"], reports[None]
-    expected = {"engine": "hf", "device": "cpu", "rows": 3, "precision": "fp32", "batch_size": 7}
+    from model.cpu_features import resolve_precision
+
+    # auto: bf16 on a CPU with native bf16, fp32 elsewhere
+    precision = resolve_precision("auto", "cpu")
+    expected = {"engine": "hf", "device": "cpu", "rows": 3, "precision": precision, "batch_size": 7}
     assert small["extra"] == expected
     assert default["extra"]["rows"] == 64
     assert small["users"] == default["users"] == 20

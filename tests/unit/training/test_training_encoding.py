@@ -31,6 +31,8 @@ from training.tasks import NEXT_ITEM, TASKS, Sample, TaskContext, TaskMixture, T
 from training.train_config import TrainConfig
 
 SCHEME = SidScheme((4, 4, 3))
+# The numbered-lines prompt, one example per target: the earlier recipe, still supported.
+LINES: dict[str, str] = {"prompt_format": "lines", "objective": "prompt"}
 SOURCES = ["semantic", "behavior", "disambiguation"]  # dual-source: source_recon is on
 TITLES = [
     "Lip Gloss",
@@ -137,7 +139,7 @@ def test_spliced_encoding_equals_the_whole_prompt_tokenizer(
 ) -> None:  # fmt: skip
     assert _SplicingEncoder.build(tokenizer, SCHEME) is not None  # the fast path is the one tested
     config = TrainConfig(
-        history_len=12, with_titles=with_titles, prompt_align=align, max_prompt_tokens=budget
+        **LINES, history_len=12, with_titles=with_titles, prompt_align=align, max_prompt_tokens=budget
     )
     samples = _mixture(ctx, with_titles)
     with caplog.at_level(logging.WARNING, logger=encoding.__name__):
@@ -178,7 +180,7 @@ def test_a_failed_spot_check_falls_back_to_whole_prompts(
     ctx: TaskContext, tokenizer: PreTrainedTokenizerBase, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    config = TrainConfig(history_len=12, prompt_align=16)
+    config = TrainConfig(**LINES, history_len=12, prompt_align=16, with_titles=True)
     samples = _mixture(ctx, with_titles=True)
     expected = _reference(samples, ctx.catalog, tokenizer, config)
     monkeypatch.setattr(_SplicingEncoder, "_text_ids", lambda self, texts: [[0] for _ in texts])
@@ -189,7 +191,7 @@ def test_a_failed_spot_check_falls_back_to_whole_prompts(
 
 def test_word_tokenizer_takes_the_whole_prompt_path(ctx: TaskContext) -> None:
     tokenizer = WordTokenizer()
-    config = TrainConfig(history_len=12, prompt_align=8, max_prompt_tokens=60)
+    config = TrainConfig(**LINES, history_len=12, prompt_align=8, max_prompt_tokens=60, with_titles=True)
     samples = _mixture(ctx, with_titles=True)
     encoded = encode_samples(samples, ctx.catalog, tokenizer, config)
     assert _check_prompts(samples, encoded, ctx.catalog, tokenizer, config) > 0  # some over budget

@@ -50,6 +50,8 @@ from training.train_config import TrainConfig
 
 
 SCHEME = SidScheme((3, 4))
+# The numbered-lines prompt, one example per target: the earlier recipe, still supported.
+LINES: dict[str, str] = {"prompt_format": "lines", "objective": "prompt"}
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ def catalog() -> Catalog:
 
 def test_encode_example_puts_loss_on_the_answer_only(catalog: Catalog) -> None:
     tokenizer = WordTokenizer()
-    config = TrainConfig(with_titles=True, prompt_align=1)
+    config = TrainConfig(**LINES, with_titles=True, prompt_align=1)
     encoded = encode_example(Example("u", ("i1", "i5"), "i6"), catalog, tokenizer, config)
     assert encoded is not None
     prompt = encode_prompt(tokenizer, next_item_prompt([catalog["i1"], catalog["i5"]], SCHEME))
@@ -71,7 +73,7 @@ def test_encode_example_puts_loss_on_the_answer_only(catalog: Catalog) -> None:
 @pytest.mark.parametrize("align", [4, 8, 32])
 def test_encode_example_left_pads_the_prompt_to_the_alignment(catalog: Catalog, align: int) -> None:
     tokenizer = WordTokenizer()
-    config = TrainConfig(with_titles=True, prompt_align=align)
+    config = TrainConfig(**LINES, with_titles=True, prompt_align=align)
     encoded = encode_example(Example("u", ("i1", "i5"), "i6"), catalog, tokenizer, config)
     assert encoded is not None
     plain = encode_prompt(tokenizer, next_item_prompt([catalog["i1"], catalog["i5"]], SCHEME))
@@ -85,7 +87,7 @@ def test_encode_example_left_pads_the_prompt_to_the_alignment(catalog: Catalog, 
 
 def test_encode_example_drops_unknown_items_and_keeps_the_recent_history(catalog: Catalog) -> None:
     tokenizer = WordTokenizer()
-    config = TrainConfig(with_titles=False, history_len=2, prompt_align=1)
+    config = TrainConfig(**LINES, with_titles=False, history_len=2, prompt_align=1)
     encoded = encode_example(
         Example("u", ("i0", "ghost", "i3", "i4", "gone"), "i7"), catalog, tokenizer, config
     )
@@ -98,14 +100,19 @@ def test_encode_example_drops_unknown_items_and_keeps_the_recent_history(catalog
 
 
 def test_encode_example_skips_a_target_outside_the_catalog(catalog: Catalog) -> None:
-    assert encode_example(Example("u", ("i1",), "ghost"), catalog, WordTokenizer(), TrainConfig()) is None
+    assert (
+        encode_example(Example("u", ("i1",), "ghost"), catalog, WordTokenizer(), TrainConfig(**LINES)) is None
+    )
 
 
 def test_encode_example_trims_the_oldest_history_to_fit_the_prompt_budget(catalog: Catalog) -> None:
     tokenizer = WordTokenizer()
     history = tuple(f"i{n}" for n in range(10))
     full = encode_example(
-        Example("u", history, "i11"), catalog, tokenizer, TrainConfig(with_titles=True, prompt_align=1)
+        Example("u", history, "i11"),
+        catalog,
+        tokenizer,
+        TrainConfig(**LINES, with_titles=True, prompt_align=1),
     )
     assert full is not None
     full_prompt = full.labels.count(IGNORE)
@@ -114,7 +121,7 @@ def test_encode_example_trims_the_oldest_history_to_fit_the_prompt_budget(catalo
         Example("u", history, "i11"),
         catalog,
         tokenizer,
-        TrainConfig(with_titles=True, max_prompt_tokens=budget, prompt_align=1),
+        TrainConfig(**LINES, with_titles=True, max_prompt_tokens=budget, prompt_align=1),
     )
     assert trimmed is not None
     prompt = trimmed.input_ids[: trimmed.labels.count(IGNORE)]
@@ -128,7 +135,10 @@ def test_encode_example_trims_the_oldest_history_to_fit_the_prompt_budget(catalo
 def test_encode_example_keeps_the_answer_when_even_no_history_fits(catalog: Catalog) -> None:
     tokenizer = WordTokenizer()
     encoded = encode_example(
-        Example("u", ("i1", "i2"), "i3"), catalog, tokenizer, TrainConfig(max_prompt_tokens=1, prompt_align=1)
+        Example("u", ("i1", "i2"), "i3"),
+        catalog,
+        tokenizer,
+        TrainConfig(**LINES, max_prompt_tokens=1, prompt_align=1),
     )
     assert encoded is not None
     prompt = encode_prompt(tokenizer, next_item_prompt([], SCHEME))
@@ -193,7 +203,7 @@ def test_answer_loss_on_left_padded_batches_equals_the_full_loss() -> None:
 
 def test_tiny_corpus_holds_titles_and_prompts(catalog: Catalog) -> None:
     examples = [Example("u", ("i1", "ghost"), "i2"), Example("v", ("i3",), "i4")]
-    texts = tiny_corpus(examples, catalog, TrainConfig(with_titles=True))
+    texts = tiny_corpus(examples, catalog, TrainConfig(**LINES, with_titles=True))
     assert texts[:12] == [f"Item {n}" for n in range(12)]
     assert texts[12] == next_item_prompt([catalog["i1"]], SCHEME)
     assert len(texts) == 14 and texts[13].endswith(ANSWER_CUE)
@@ -395,7 +405,7 @@ def test_train_config_round_trips_through_json() -> None:
 
 SHORT = TrainConfig(
     base_model="tiny", max_steps=6, batch_size=8, lr=3e-3, with_titles=False, history_len=8, device="cpu",
-    max_train_examples=48, prompt_align=8,
+    max_train_examples=48, prompt_align=8, **LINES,
 )  # fmt: skip
 
 

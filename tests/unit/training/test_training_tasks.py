@@ -196,7 +196,14 @@ def test_trimmed_drops_the_oldest_but_never_the_masked_item(ctx: TaskContext) ->
 @pytest.mark.parametrize("align", [1, 8])
 def test_encoded_samples_carry_loss_on_the_answer_only(ctx: TaskContext, align: int) -> None:
     tokenizer = WordTokenizer()
-    config = TrainConfig(history_len=5, prompt_align=align, max_answer_tokens=1)
+    config = TrainConfig(
+        history_len=5,
+        prompt_align=align,
+        max_answer_tokens=1,
+        prompt_format="lines",
+        objective="prompt",
+        with_titles=True,
+    )
     mixture = build_mixture(ctx, _all_on(weight=0.2), seed=0)
     for task, samples in mixture.items():
         encoded = encode_samples(samples, ctx.catalog, tokenizer, config)
