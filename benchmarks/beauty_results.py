@@ -35,6 +35,36 @@ def metrics(report: dict[str, object]) -> dict[str, float]:
     return {m: float(values[m]) for m in METRICS}
 
 
+def run_summary(run: Path) -> dict[str, object]:
+    """Backbone, device, recipe and wall times of a ``benchmarks/beauty_cpu.sh`` run folder."""
+    seconds: dict[str, float] = {}
+    for line in (run / "times.txt").read_text().splitlines():
+        name, value = line.split()
+        seconds[name] = seconds.get(name, 0.0) + float(value)
+    report = json.loads((run / "run" / "train_report.json").read_text())
+    config = report["config"]
+    backbone = config["base_model"]
+    if backbone == "scratch":
+        shape = config["scratch"]
+        backbone = f"scratch Llama ({shape['layers']} layers, hidden {shape['hidden']})"
+    return {
+        "backbone": backbone,
+        "device": report["device"],
+        "index": json.loads((run / "tokenize.json").read_text()).get("level_sources")
+        if (run / "tokenize.json").is_file()
+        else None,
+        "recipe": {k: config[k] for k in ("objective", "prompt_format", "loss_vocab", "precision", "epochs",
+                                          "batch_size", "lr", "embedding_dropout", "weight_decay")},
+        "train_steps": report["steps"],
+        "best_step": report.get("best_step"),
+        "train_tokens_per_s": report.get("tokens_per_s"),
+        "train_wall_s": seconds.get("train"),
+        "eval_test_wall_s": seconds.get("eval_test"),
+        "total_wall_s": sum(seconds.values()),
+        "step_wall_s": seconds,
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -44,6 +74,10 @@ def main() -> None:
     )
     parser.add_argument("--genrec-valid", type=Path, help="`genrec eval --split valid --out` report")
     parser.add_argument("--genrec-test", type=Path, help="`genrec eval --split test --out` report")
+    parser.add_argument(
+        "--genrec-run", type=Path, help="benchmarks/beauty_cpu.sh's run folder (times, train report)"
+    )
+    parser.add_argument("--genrec-command", help="the command that made the genrec run")
     parser.add_argument(
         "--ablation", type=Path, help="`benchmarks/ablation_beauty.py`'s ablation.json (validation)"
     )
@@ -64,10 +98,18 @@ def main() -> None:
         result[report["method"]] = {split: metrics(report[split]) for split in ("valid", "test")}
         commands.append(BASELINE_COMMAND.format(data=args.data, method=report["method"], out=path))
     if args.genrec_valid and args.genrec_test:
-        result["genrec"] = {
-            split: metrics(json.loads(path.read_text()))
+        reports = {
+            split: json.loads(path.read_text())
             for split, path in (("valid", args.genrec_valid), ("test", args.genrec_test))
         }
+        entry: dict[str, object] = {split: metrics(report) for split, report in reports.items()}
+        entry["users"] = reports["test"]["users"]
+        entry["valid_users"] = reports["valid"]["users"]
+        if args.genrec_run:
+            entry.update(run_summary(args.genrec_run))
+        if args.genrec_command:
+            entry["command"] = args.genrec_command
+        result["genrec"] = entry
     if args.ablation:
         ablation = json.loads(args.ablation.read_text())
         result["ablation"] = {k: ablation[k] for k in ("split", "base_config", "tokenizer", "rows", "budget")}

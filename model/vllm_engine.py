@@ -169,7 +169,7 @@ class VllmRecommender(ConstrainedRecommender):
         )
         block_size = config.block_size
         assert block_size is not None
-        if prompt_settings.align % block_size:
+        if prompt_settings.align > 1 and prompt_settings.align % block_size:  # compact prompts: never padded
             logger.warning(
                 "prompts are aligned to %d tokens but KV blocks hold %d: beams cannot share the "
                 "prompt's last block, decoding will be slower",

@@ -201,10 +201,9 @@ def train(
     from pydantic import ValidationError
 
     from training.base_model import TINY, resolve_base_model
-    from training.train_config import SCRATCH
     from training.finetune import RUN_CATALOG, RUN_TRIE
     from training.finetune import train as run_train
-    from training.train_config import TrainConfig
+    from training.train_config import SCRATCH, TrainConfig
 
     for part in (RUN_CATALOG, RUN_TRIE):
         if not (tokenizer / part).is_file():

@@ -311,9 +311,8 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": labels, "attention_mask": attention}
 
 
-def collate_left(batch: Sequence[Encoded], pad_id: int) -> tuple[dict[str, torch.Tensor], int]:
-    """Left-padded batch (answers end-aligned) with position ids that ignore the padding, and
-    how many final positions hold every row's answer plus the position predicting its first token.
+def collate_left(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded batch (answers end-aligned) with position ids that ignore the padding.
 
     Position ids count real tokens only, so a row reads exactly as it would alone (and as
     served); batch padding never shifts positions.
@@ -322,36 +321,13 @@ def collate_left(batch: Sequence[Encoded], pad_id: int) -> tuple[dict[str, torch
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
     attention = torch.zeros((len(batch), length), dtype=torch.long)
-    answer = 1
     for row, example in enumerate(batch):
         n = len(example.input_ids)
         ids[row, length - n :] = torch.tensor(example.input_ids)
         labels[row, length - n :] = torch.tensor(example.labels)
         attention[row, length - n :] = 1
-        answer = max(answer, n - next((i for i, v in enumerate(example.labels) if v != IGNORE), n))
     positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-    inputs = {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "labels": labels}
-    return inputs, min(answer + 1, length)
-
-
-def answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], keep: int) -> torch.Tensor:
-    """Mean next-token loss over the answer tokens of a :func:`collate_left` batch.
-
-    Only the last ``keep`` positions go through the LM head (``logits_to_keep``): the answers
-    are a few tokens of a few-hundred-token prompt, and the [tokens, vocab] logits of the whole
-    sequence would cost a fifth of the compute and most of the activation memory.
-    """
-    labels = inputs["labels"]
-    logits = model(
-        input_ids=inputs["input_ids"],
-        attention_mask=inputs["attention_mask"],
-        position_ids=inputs["position_ids"],
-        logits_to_keep=keep,
-    ).logits
-    targets = labels[:, labels.shape[1] - keep + 1 :]
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
-    )
+    return {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "labels": labels}
 
 
 def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:

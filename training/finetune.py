@@ -248,7 +248,7 @@ class Trainer:
             batches = list(length_bucketed_batches(plan.data, config.batch_size, order))
             for index in range(state.batch_in_epoch, len(batches)):
                 started = time.perf_counter()
-                cpu, _ = collate_left(batches[index], self.pad_id)
+                cpu = collate_left(batches[index], self.pad_id)
                 state.tokens += int(cpu["attention_mask"].sum())
                 inputs = {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
                 with autocast_for(device, config.precision):
@@ -327,7 +327,7 @@ def _lora(config: TrainConfig, sid_ids: list[int], tied: bool) -> Any:
     )
 
 
-def _stage1_model(model: PreTrainedModel, config: TrainConfig, sid_ids: list[int], tied: bool) -> Any:
+def stage1_model(model: PreTrainedModel, config: TrainConfig, sid_ids: list[int], tied: bool) -> Any:
     """Stage 1 trains LoRA adapters plus the ID-token rows, or with ``full_finetune`` every weight."""
     if config.full_finetune:
         model.requires_grad_(True)
@@ -507,7 +507,7 @@ def train(
             AutoModelForCausalLM.from_pretrained(str(out_dir / STAGE1_DIR), dtype=torch.float32),
         )
     else:
-        stage_model = _stage1_model(model, config, sid_ids, tied).to(device)
+        stage_model = stage1_model(model, config, sid_ids, tied).to(device)
         plan = StagePlan(
             MAIN, encoded, total_steps, config.lr, config.lr_schedule, config.warmup_ratio, validator,
             config.max_train_s,

@@ -41,7 +41,7 @@ class TrainConfig(BaseModel):
 
     base_model: str = Field(
         "smollm2",
-        description="'smollm2', 'scratch' (a small Llama over the ID vocabulary), 'tiny' or a local HF checkpoint",
+        description="'smollm2', 'scratch' (a small Llama over the IDs), 'tiny' or a local HF checkpoint",
     )
     # sequence: each user's training sequence is one packed example carrying the loss of every
     # item's ID (compact format only); prompt: one example per target (the earlier recipe).

@@ -172,33 +172,73 @@ def test_length_bucketed_batches_cover_every_example_once_in_similar_lengths() -
     assert [[id(e) for e in b] for b in again] == [[id(e) for e in b] for b in batches]
 
 
-def test_answer_loss_on_left_padded_batches_equals_the_full_loss() -> None:
+def _random_llama() -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from training.encoding import answer_loss, collate_left
 
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=2, pad_token_id=0,
     )  # fmt: skip
-    model = LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(config).eval()
+
+
+def _batch(lengths: list[tuple[int, int]]) -> list[Encoded]:
     rng = random.Random(0)
     batch = []
-    for prompt_len, answer_len in [(5, 3), (9, 2), (3, 6), (7, 1)]:
+    for prompt_len, answer_len in lengths:
         ids = [rng.randrange(1, 64) for _ in range(prompt_len + answer_len)]
         batch.append(Encoded(ids, [IGNORE] * prompt_len + ids[prompt_len:]))
-    inputs, keep = collate_left(batch, pad_id=0)
-    assert keep == 7  # the longest answer (6) + the position predicting its first token
+    return batch
+
+
+def test_token_loss_on_left_padded_batches_equals_the_full_loss() -> None:
+    from training.encoding import collate_left, token_loss
+
+    model = _random_llama()
+    batch = _batch([(5, 3), (9, 2), (3, 6), (7, 1)])
+    inputs = collate_left(batch, pad_id=0)
     assert inputs["position_ids"][0].tolist() == [0] * 3 + list(range(8))  # 8 tokens, padded to 11
     with torch.no_grad():
         full = model(**collate(batch, pad_id=0)).loss
-        tail = answer_loss(model, inputs, keep)
+        packed = token_loss(model, inputs)
         # and each row alone gives the same per-token losses: padding changes nothing
-        alone = [answer_loss(model, *collate_left([e], pad_id=0)) for e in batch]
-    assert torch.allclose(full, tail, atol=1e-5), (full, tail)
+        alone = [token_loss(model, collate_left([e], pad_id=0)) for e in batch]
+    assert torch.allclose(full, packed, atol=1e-5), (full, packed)
     weights = torch.tensor([3.0, 2.0, 6.0, 1.0])
     assert torch.allclose((torch.stack(alone) * weights).sum() / weights.sum(), full, atol=1e-5)
+
+
+def test_token_loss_over_the_id_vocabulary_is_the_restricted_softmax() -> None:
+    from training.encoding import collate_left, token_loss
+
+    model = _random_llama()
+    vocab = torch.arange(40, 64)  # "ID tokens"
+    rng = random.Random(1)
+    batch = []
+    for prompt_len, answer_len in [(4, 3), (6, 5)]:
+        prompt = [rng.randrange(1, 40) for _ in range(prompt_len)]
+        answer = [rng.randrange(40, 64) for _ in range(answer_len)] + [7]  # the last label: a text token
+        batch.append(Encoded(prompt + answer, [IGNORE] * prompt_len + answer))
+    inputs = collate_left(batch, pad_id=0)
+    with torch.no_grad():
+        loss = token_loss(model, inputs, vocab_ids=vocab)
+        expected, count = torch.zeros(()), 0
+        for example in batch:
+            logits = model(input_ids=torch.tensor([example.input_ids])).logits[0]
+            for position, label in enumerate(example.labels[1:]):
+                if label == IGNORE:
+                    continue
+                row = logits[position]
+                if label >= 40:  # an ID token: softmax over the ID tokens only
+                    expected += -torch.log_softmax(row[vocab], 0)[label - 40]
+                else:  # anything else keeps the whole vocabulary
+                    expected += -torch.log_softmax(row, 0)[label]
+                count += 1
+    assert torch.allclose(loss, expected / count, atol=1e-5), (loss, expected / count)
+    with torch.no_grad():
+        full = token_loss(model, inputs)
+    assert full > loss  # the restricted softmax spreads mass over fewer tokens
 
 
 def test_tiny_corpus_holds_titles_and_prompts(catalog: Catalog) -> None:
