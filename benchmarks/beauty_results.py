@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, action="append", default=[], help="a `genrec baseline` output"
     )
+    parser.add_argument(
+        "--sasrec-config", help="the --sasrec-config of a SASRec report that does not name it"
+    )
     parser.add_argument("--genrec-valid", type=Path, help="`genrec eval --split valid --out` report")
     parser.add_argument("--genrec-test", type=Path, help="`genrec eval --split test --out` report")
     parser.add_argument(
@@ -95,8 +98,18 @@ def main() -> None:
     commands = list(previous.get("commands", []))
     for path in args.baseline:
         report = json.loads(path.read_text())
-        result[report["method"]] = {split: metrics(report[split]) for split in ("valid", "test")}
-        commands.append(BASELINE_COMMAND.format(data=args.data, method=report["method"], out=path))
+        entry = {split: metrics(report[split]) for split in ("valid", "test")}
+        command = BASELINE_COMMAND.format(data=args.data, method=report["method"], out=path)
+        config_file = report.get("config_file") or (
+            args.sasrec_config if report["method"] == "sasrec" else None
+        )
+        if config_file:
+            command += f" --sasrec-config {config_file}"
+        for key in ("epochs_run", "fit_s", "config"):
+            if key in report:
+                entry[key] = report[key]
+        result[report["method"]] = entry
+        commands.append(command)
     if args.genrec_valid and args.genrec_test:
         reports = {
             split: json.loads(path.read_text())

@@ -464,8 +464,12 @@ def baseline_command(
     summary: dict[str, object] = {"method": method, "dataset": dataset.name, "fit_s": round(fit_s, 1)}
     if method == "sasrec":
         trained = ranker.trained  # type: ignore[union-attr]
-        summary.update(config=sasrec.model_dump(), epochs_run=trained.epochs_run,
-                       best_early_stop_recall10=trained.best_holdout_recall10)  # fmt: skip
+        summary.update(
+            config=sasrec.model_dump(),
+            config_file=str(sasrec_config) if sasrec_config else None,
+            epochs_run=trained.epochs_run,
+            best_early_stop_recall10=trained.best_holdout_recall10,
+        )
     text = json.dumps({**summary, **reports}, indent=2)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -221,6 +221,10 @@ class _SplicingEncoder:
 
 
 def prompt_text(sample: Sample, catalog: Catalog, config: TrainConfig) -> str:
+    """A sample's prompt text; compact next-item prompts are built on token ids instead
+    (:func:`encode_samples`), so for them this is only the instruction (the tiny corpus's text)."""
+    if sample.task == NEXT_ITEM and config.prompt_format == COMPACT:
+        return COMPACT_INSTRUCTION
     if sample.task == NEXT_ITEM:
         items = [catalog[i] for i in sample.history if i in catalog][-config.history_len :]
         return next_item_prompt(items, catalog.scheme, with_titles=config.with_titles)
@@ -259,6 +263,11 @@ def encode_samples(
     pad_id, align, budget = _pad_id(tokenizer), config.prompt_align, config.max_prompt_tokens
     view = _PreformattedScheme.of(catalog)
     splicer = _SplicingEncoder.build(tokenizer, catalog.scheme)
+    compact = (
+        PromptBuilder(catalog, tokenizer, config.prompt_settings())
+        if config.prompt_format == COMPACT
+        else None
+    )
     answers: dict[tuple[str, ...], list[int]] = {}  # answer tokens recur (an item is ~20 targets)
     out: list[Encoded] = []
     for start in range(0, len(samples), chunk):
@@ -272,9 +281,12 @@ def encode_samples(
         answer_texts = [" " + str(part[i].answer_text) for i in text_at]
         text_answers = dict(zip(text_at, _batch_ids(tokenizer, answer_texts, special=False), strict=True))
         for i, (sample, prompt) in enumerate(zip(part, prompts, strict=True)):
-            prompt = _pad_left(prompt, pad_id, align)
-            if len(prompt) > budget:
-                prompt = _encode_prompt_fitting(sample, catalog, tokenizer, config)
+            if compact is not None and sample.task == NEXT_ITEM:  # the served prompt, exactly
+                prompt = compact.encode(sample.history)
+            else:
+                prompt = _pad_left(prompt, pad_id, align)
+                if len(prompt) > budget:
+                    prompt = _encode_prompt_fitting(sample, catalog, tokenizer, config)
             if i in text_answers:
                 answer = text_answers[i][: config.max_answer_tokens]
             else:

@@ -195,3 +195,19 @@ def test_word_tokenizer_takes_the_whole_prompt_path(ctx: TaskContext) -> None:
     samples = _mixture(ctx, with_titles=True)
     encoded = encode_samples(samples, ctx.catalog, tokenizer, config)
     assert _check_prompts(samples, encoded, ctx.catalog, tokenizer, config) > 0  # some over budget
+
+
+def test_compact_next_item_prompts_are_the_served_prompts(
+    ctx: TaskContext, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """One example per target in the compact format: the prompt is serving's, token for token."""
+    config = TrainConfig(objective="prompt", history_len=12)
+    samples = [s for s in _mixture(ctx, with_titles=False) if s.task == NEXT_ITEM][:60]
+    encoded = encode_samples(samples, ctx.catalog, tokenizer, config)
+    builder = PromptBuilder(ctx.catalog, tokenizer, config.prompt_settings())
+    for sample, enc in zip(samples, encoded, strict=True):
+        prompt = builder.encode(sample.history)
+        assert enc.input_ids[: len(prompt)] == prompt
+        assert enc.labels[: len(prompt)] == [encoding.IGNORE] * len(prompt)
+        answer = tokenizer.convert_tokens_to_ids(list(sample.answer_tokens))
+        assert enc.input_ids[len(prompt) :] == [*answer, tokenizer.eos_token_id]

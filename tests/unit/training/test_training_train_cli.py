@@ -102,7 +102,7 @@ def test_config_file_and_overrides_reach_the_run(dirs: tuple[Path, Path], tmp_pa
         assert config["lora_r"] == 4 and config["lora_alpha"] == 32
         assert config["tasks"]["bpr"] == {"enabled": True, "weight": 0.25}
         assert config["tasks"]["sid_to_title"] == {"enabled": False, "weight": 0.0}
-        assert set(report["task_examples"]) == {"next_item", "bpr"}
+        assert set(report["task_examples"]) == {"sequence", "bpr"}
         # and the run resumes from its last checkpoint (already finished: it only merges again)
         code, output = _train(
             dirs, tmp_path / "run", "--config", str(path), "--max-steps", "2", "--task", "bpr=0.25",
