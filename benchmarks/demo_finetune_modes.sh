@@ -14,7 +14,8 @@ cd "$REPO"
 "$GENREC" tokenize --data "$WORK/data" --out "$WORK/tok" --codebook-size 16
 for mode in lora full-finetune; do
     "$GENREC" train --data "$WORK/data" --tokenizer "$WORK/tok" --out "$WORK/run-$mode" \
-        --base-model tiny --epochs 3 --batch-size 32 --lr 3e-3 --lora-r 32 "--$mode"
+        --base-model tiny --epochs 3 --batch-size 32 --lr 3e-3 --lora-r 32 "--$mode" \
+        --objective prompt --prompt-format lines --titles --prompt-align 32
     "$GENREC" export --run "$WORK/run-$mode" --artifacts "$WORK/art-$mode" --version "$mode"
     "$GENREC" eval --artifacts "$WORK/art-$mode/$mode" --data "$WORK/data" --split test \
         --engine hf --out "$WORK/eval-$mode.json"

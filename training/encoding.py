@@ -344,7 +344,7 @@ def collate_left(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tenso
 
 def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The decoder stack and LM head of a causal LM, peft-wrapped or not."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
     return inner.get_decoder(), inner.get_output_embeddings()  # type: ignore[operator]
 
 
@@ -377,9 +377,12 @@ def token_loss(
     where = labels != IGNORE
     states = hidden[:, :-1][where]
     targets = labels[where]
+    if targets.numel() == 0:
+        raise ValueError("a training batch has no labelled position")
     if vocab_ids is None:
         return torch.nn.functional.cross_entropy(head(states).float(), targets)
-    lookup = torch.full((head.weight.shape[0],), -1, dtype=torch.long, device=targets.device)  # type: ignore[union-attr]
+    size = max(int(targets.max()), int(vocab_ids.max())) + 1
+    lookup = torch.full((size,), -1, dtype=torch.long, device=targets.device)
     lookup[vocab_ids] = torch.arange(len(vocab_ids), device=targets.device)
     sid_targets = lookup[targets]
     is_sid = sid_targets >= 0

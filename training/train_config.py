@@ -22,10 +22,10 @@ class ScratchShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden: int = Field(256, ge=64)
-    layers: int = Field(4, ge=1)
-    heads: int = Field(4, ge=1)
-    intermediate: int = Field(1024, ge=64)
+    hidden: int = Field(default=256, ge=64)
+    layers: int = Field(default=4, ge=1)
+    heads: int = Field(default=4, ge=1)
+    intermediate: int = Field(default=1024, ge=64)
 
     @model_validator(mode="after")
     def _head_size(self) -> ScratchShape:
@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
     # sequence: each user's training sequence is one packed example carrying the loss of every
     # item's ID (compact format only); prompt: one example per target (the earlier recipe).
     objective: Literal["sequence", "prompt"] = "sequence"
-    prompt_format: Literal["compact", "lines"] = COMPACT
+    prompt_format: Literal["compact", "lines"] = "compact"
     # sid: the softmax runs over the semantic-ID tokens only (all the constrained search ever
     # scores); full: over the whole vocabulary.
     loss_vocab: Literal["sid", "full"] = "sid"
