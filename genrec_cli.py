@@ -55,10 +55,13 @@ def recommend_batch(
     artifacts: Annotated[Path, typer.Option(help="artifact bundle directory")],
     input: Annotated[Path, typer.Option("--input", help=service_cli.HISTORIES_HELP)],
     out: Annotated[Path, typer.Option(help="output JSONL: {user_id, items}")],
-    k: int = 20,
-    batch_size: int = 64,
+    k: Annotated[int, typer.Option(min=1, help="items per user (at most the catalog size)")] = 20,
+    batch_size: Annotated[int, typer.Option(min=1, help="users per engine call")] = 64,
 ) -> None:
-    """Top-K for every user of a histories file, through the serving engine."""
+    """Top-K for every user of a histories file, through the serving engine.
+
+    Every option and the whole input file are checked before the engine (vLLM) is loaded.
+    """
     from model.bundle import BundleError, load_bundle
     from model.engine_config import EngineConfig
     from model.vllm_engine import VllmRecommender
@@ -67,6 +70,8 @@ def recommend_batch(
     logging.basicConfig(level=logging.INFO, format=service_cli.LOG_FORMAT)
     try:
         total = service_cli.count_histories(input)
+        if total == 0:
+            raise _fail(f"--input {input}: no users in the file (one JSON object per line)")
         bundle = load_bundle(artifacts)
     except (service_cli.HistoryFileError, BundleError) as exc:
         raise _fail(str(exc)) from exc
@@ -78,7 +83,8 @@ def recommend_batch(
     )
     typer.echo(
         f"wrote top-{k} for {summary.users} users to {out} in {summary.wall_s:.1f}s "
-        f"({summary.unknown_items_skipped} unknown history items skipped)"
+        f"({summary.unknown_items_skipped} unknown history items skipped, "
+        f"{summary.cold_start} users without known history given the popular items)"
     )
 
 

@@ -11,10 +11,8 @@
 # MAX_USERS (a sample, for a rehearsal; the committed figures use every user).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-GENREC=${GENREC:-.venv/bin/genrec}
-PYTHON=${PYTHON:-.venv/bin/python}
-DATA=${DATA:-../shared/datasets/amazon2014_beauty_p5order}
+# shellcheck source=benchmarks/env.sh
+source benchmarks/env.sh
 RUNS=${RUNS:-runs/beauty_cpu}
 INDEX=${INDEX:-behavior}
 TRAIN_CONFIG=${TRAIN_CONFIG:-benchmarks/configs/train_beauty_scratch.json}

@@ -35,6 +35,22 @@ def metrics(report: dict[str, object]) -> dict[str, float]:
     return {m: float(values[m]) for m in METRICS}
 
 
+# the training settings a genrec entry records (the rest are in its run's train_report.json)
+RECIPE_KEYS = (
+    "objective", "prompt_format", "loss_vocab", "precision", "epochs", "batch_size", "lr",
+    "embedding_dropout", "hidden_dropout", "attention_dropout", "weight_decay",
+)  # fmt: skip
+
+
+def _index_sources(run: Path) -> list[str] | None:
+    """What each semantic-ID level of the run's item index was built from."""
+    path = run / "tokenize.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    return report.get("extra", {}).get("level_sources") or report.get("level_sources")
+
+
 def run_summary(run: Path) -> dict[str, object]:
     """Backbone, device, recipe and wall times of a ``benchmarks/beauty_cpu.sh`` run folder."""
     seconds: dict[str, float] = {}
@@ -50,11 +66,8 @@ def run_summary(run: Path) -> dict[str, object]:
     return {
         "backbone": backbone,
         "device": report["device"],
-        "index": json.loads((run / "tokenize.json").read_text()).get("level_sources")
-        if (run / "tokenize.json").is_file()
-        else None,
-        "recipe": {k: config[k] for k in ("objective", "prompt_format", "loss_vocab", "precision", "epochs",
-                                          "batch_size", "lr", "embedding_dropout", "weight_decay")},
+        "index": _index_sources(run),
+        "recipe": {k: config.get(k) for k in RECIPE_KEYS},
         "train_steps": report["steps"],
         "best_step": report.get("best_step"),
         "train_tokens_per_s": report.get("tokens_per_s"),

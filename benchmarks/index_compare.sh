@@ -7,10 +7,8 @@
 #   bash benchmarks/index_compare.sh     # RUNS=runs/index_compare; ~35 minutes on 2 cores; resumable
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-GENREC=${GENREC:-.venv/bin/genrec}
-PYTHON=${PYTHON:-.venv/bin/python}
-DATA=${DATA:-../shared/datasets/amazon2014_beauty_p5order}
+# shellcheck source=benchmarks/env.sh
+source benchmarks/env.sh
 RUNS=${RUNS:-runs/index_compare}
 CONFIG=${CONFIG:-benchmarks/configs/train_beauty_scratch_compare.json}
 VALID_USERS=${VALID_USERS:-2000}

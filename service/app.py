@@ -39,6 +39,7 @@ from service.engine_runner import Engine, ModelRunner
 from service.history import HistoryStore
 from service.metrics import RequestMetrics, engine_batch_histogram, metrics_endpoint
 from service.recommend import (
+    CACHE_DOWN,
     Event,
     EventsAccepted,
     InvalidRequest,
@@ -222,7 +223,7 @@ def create_app(
     @app.exception_handler(RedisError)
     async def on_redis_error(_: Request, exc: RedisError) -> JSONResponse:
         logger.error("Redis error: %r", exc)
-        return _error(503, f"Redis unavailable: {exc}")
+        return _error(503, f"{CACHE_DOWN}: try again")
 
     def reply_with(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
         async def handler(_: Request, exc: Exception) -> JSONResponse:

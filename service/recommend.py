@@ -59,6 +59,13 @@ class EventsAccepted(BaseModel):
     users: int
 
 
+# Why an answer is degraded, as API clients see it: a short public reason. The details (the
+# engine's address, the exception) go to the log, never into a response.
+CACHE_DOWN = "Redis unavailable"
+MODEL_DOWN = "model unavailable"
+MODEL_DOWN_STALE = "model unavailable; serving the list cached before the latest events"
+
+
 def usable_history(history: Sequence[str], catalog: Catalog, history_len: int) -> tuple[list[str], int]:
     """The last ``history_len`` items of ``history`` minus ids the catalog does not know.
 
@@ -122,7 +129,7 @@ class RecommendService:
             history, stale = await self._history_and_stale(user_id)
         except RedisError as exc:
             logger.warning("Redis unavailable (%r): popular items for user %s", exc, user_id)
-            return self._popular(user_id, k, set(), degraded=f"Redis unavailable: {exc}")
+            return self._popular(user_id, k, set(), degraded=CACHE_DOWN)
         seen = set(history) if exclude_seen else set()
         known, skipped = usable_history(history, self.catalog, self.settings.history_len)
         if skipped:
@@ -134,9 +141,8 @@ class RecommendService:
         except Exception as exc:  # a timeout, a failed or unreachable engine: answer anyway
             logger.error("model unavailable for user %s: %s", user_id, exc)
             if stale is not None:
-                degraded = f"model unavailable: {exc}; serving the list cached before the latest events"
-                return Recommendation(user_id, "cache", _unseen(stale.items, seen)[:k], degraded)
-            return self._popular(user_id, k, seen, degraded=f"model unavailable: {exc}")
+                return Recommendation(user_id, "cache", _unseen(stale.items, seen)[:k], MODEL_DOWN_STALE)
+            return self._popular(user_id, k, seen, degraded=MODEL_DOWN)
         entry = CachedList.of(top, history)
         try:
             await self.cache.put_unless_history_changed(user_id, entry, history_key(user_id), len(history))
@@ -174,7 +180,7 @@ class RecommendService:
             history = await self.history.get(user_id, self.settings.history_len)
         except RedisError as exc:
             logger.warning("Redis unavailable (%r): popularity order for user %s", exc, user_id)
-            return Recommendation(user_id, "fallback", popular, degraded=f"Redis unavailable: {exc}")
+            return Recommendation(user_id, "fallback", popular, degraded=CACHE_DOWN)
         known, _ = usable_history(history, self.catalog, self.settings.history_len)
         if not known:
             return Recommendation(user_id, "fallback", popular)
@@ -182,7 +188,7 @@ class RecommendService:
             [ranked] = await self.engine.rank([(known, distinct)])
         except Exception as exc:
             logger.error("model unavailable to rank for user %s: %s", user_id, exc)
-            return Recommendation(user_id, "fallback", popular, degraded=f"model unavailable: {exc}")
+            return Recommendation(user_id, "fallback", popular, degraded=MODEL_DOWN)
         return Recommendation(user_id, "model", ranked)
 
     def _popular(self, user_id: str, k: int, seen: set[str], degraded: str | None = None) -> Recommendation:

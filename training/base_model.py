@@ -104,15 +104,34 @@ def build_tiny_model(out: Path, corpus: Iterable[str], *, vocab_size: int = 1024
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|pad|>"
     )
+    model = _save_random_llama(
+        out, tokenizer, hidden=128, layers=2, heads=2, intermediate=384, max_positions=2048, seed=seed
+    )
+    logger.info("built tiny model in %s (%d params, vocab %d)", out, model.num_parameters(), len(tokenizer))
+    return out
+
+
+def _save_random_llama(
+    out: Path,
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    hidden: int,
+    layers: int,
+    heads: int,
+    intermediate: int,
+    max_positions: int,
+    seed: int,
+) -> LlamaForCausalLM:
+    """A float32 Llama with tied embeddings and random weights over ``tokenizer``, saved with it."""
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -121,8 +140,7 @@ def build_tiny_model(out: Path, corpus: Iterable[str], *, vocab_size: int = 1024
     model = LlamaForCausalLM(config).float()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    logger.info("built tiny model in %s (%d params, vocab %d)", out, model.num_parameters(), len(tokenizer))
-    return out
+    return model
 
 
 def build_scratch_model(
@@ -158,23 +176,10 @@ def build_scratch_model(
         pad_token="<|pad|>",
         unk_token="<|unk|>",
     )
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config).float()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    _save_random_llama(
+        out, tokenizer, hidden=hidden, layers=layers, heads=heads, intermediate=intermediate,
+        max_positions=max_positions, seed=seed,
+    )  # fmt: skip
     logger.info("built scratch model in %s (%d layers, hidden %d)", out, layers, hidden)
     return out
 

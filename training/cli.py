@@ -20,6 +20,13 @@ logger = logging.getLogger(__name__)
 DataOpt = Annotated[
     Path, typer.Option("--data", help="LC-Rec dataset directory (X.inter.json + X.item.json)")
 ]
+EvalK = Annotated[
+    int,
+    typer.Option(
+        min=1, help="length of each ranked list; Recall and NDCG are reported at 5 and 10 where k allows"
+    ),
+]
+MaxUsers = Annotated[int | None, typer.Option(min=1, help="evaluate a random sample of this many users")]
 
 
 def _load(path: Path) -> InteractionData:
@@ -347,8 +354,8 @@ def eval_command(
     artifacts: Annotated[Path, typer.Option(help="artifact bundle directory")],
     data: DataOpt,
     split: Annotated[str, typer.Option(help="valid or test")] = "valid",
-    k: int = 20,
-    max_users: Annotated[int | None, typer.Option(help="evaluate a random sample of users")] = None,
+    k: EvalK = 20,
+    max_users: MaxUsers = None,
     engine: Annotated[
         str, typer.Option(help="vllm (the serving engine) or hf (transformers reference)")
     ] = "vllm",
@@ -428,8 +435,8 @@ def baseline_command(
     data: DataOpt,
     method: Annotated[str, typer.Option(help="popular or sasrec (fitted on the training split)")],
     out: Annotated[Path | None, typer.Option(help="write {valid, test} reports here (JSON)")] = None,
-    k: int = 20,
-    max_users: Annotated[int | None, typer.Option(help="evaluate a random sample of users")] = None,
+    k: EvalK = 20,
+    max_users: MaxUsers = None,
     sasrec_config: Annotated[
         Path | None,
         typer.Option("--sasrec-config", help="JSON SasrecConfig (model size, budget, early stop)"),

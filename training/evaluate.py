@@ -17,6 +17,16 @@ from training.metrics import summarize
 
 logger = logging.getLogger(__name__)
 
+# the cut-offs every report carries when the ranked lists are long enough
+CUTOFFS = (5, 10)
+
+
+def cutoffs_within(k: int) -> tuple[int, ...]:
+    """The metric cut-offs a top-``k`` list can answer: a recall@10 of 5-item lists would be recall@5."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return tuple(c for c in CUTOFFS if c <= k) or (k,)
+
 
 @dataclass
 class EvalReport:
@@ -60,7 +70,12 @@ def evaluate(
     k: int = 20,
     batch_size: int = 64,
 ) -> EvalReport:
-    """Recall@5/10 and NDCG@5/10 of ``recommender``'s top-``k`` on ``examples``."""
+    """Recall and NDCG of ``recommender``'s top-``k`` on ``examples`` at 5 and 10 (those within ``k``)."""
+    ks = cutoffs_within(k)
+    if len(ks) < len(CUTOFFS):
+        logger.warning(
+            "k=%d: metrics at %s are left out (they need longer lists)", k, [c for c in CUTOFFS if c > k]
+        )
     started = time.perf_counter()
     rankings: list[list[str]] = []
     with tqdm(total=len(examples), desc=f"eval {split}", unit="user") as bar:
@@ -69,7 +84,7 @@ def evaluate(
             for row in recommender.recommend([list(e.history) for e in batch], k):
                 rankings.append([item.item_id for item in row])
             bar.update(len(batch))
-    metrics = summarize(rankings, [e.target for e in examples])
+    metrics = summarize(rankings, [e.target for e in examples], ks=ks)
     wall = time.perf_counter() - started
     report = EvalReport(
         split=split,

@@ -49,6 +49,7 @@ from training.base_model import (
 )
 from training.data import InteractionData, leave_one_out
 from training.devices import autocast_for, pick_device
+from training.dropout import add_dropout
 from training.encoding import (
     SEQUENCE,
     Encoded,
@@ -508,6 +509,7 @@ def train(
         )
     else:
         stage_model = stage1_model(model, config, sid_ids, tied).to(device)
+        add_dropout(stage_model, hidden=config.hidden_dropout, attention=config.attention_dropout)
         plan = StagePlan(
             MAIN, encoded, total_steps, config.lr, config.lr_schedule, config.warmup_ratio, validator,
             config.max_train_s,

@@ -54,6 +54,10 @@ class TrainConfig(BaseModel):
         "auto", description="auto: bf16 where the device has it"
     )
     embedding_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the input embeddings")
+    hidden_dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout on each attention and MLP block's output (training/dropout.py)"
+    )
+    attention_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the attention weights")
     scratch: ScratchShape = Field(default_factory=ScratchShape)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)

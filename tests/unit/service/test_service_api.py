@@ -151,7 +151,7 @@ async def test_a_crashed_engine_degrades_to_the_fallback(
         await history.set_many({"u1": ["i0", "i1"]})
         body = (await http.get("/v1/recommend", params={"user_id": "u1", "k": 3})).json()
         assert body["source"] == "fallback"
-        assert body["degraded"] == "model unavailable: CUDA error: device lost"
+        assert body["degraded"] == "model unavailable"  # the exception goes to the log, not to clients
         assert [item["item_id"] for item in body["items"]] == ["i2", "i3", "i4"]  # seen ones skipped
 
 

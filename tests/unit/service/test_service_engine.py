@@ -104,7 +104,8 @@ async def test_api_on_the_engine_service_survives_the_engine_going_down_and_reco
         assert stale["source"] == "cache" and "model unavailable" in stale["degraded"]
         assert "i7" not in {item["item_id"] for item in stale["items"]}
         cold = (await api.get("/v1/recommend", params={"user_id": "cold"})).json()
-        assert cold["source"] == "fallback" and "unreachable" in cold["degraded"]
+        assert cold["source"] == "fallback" and cold["degraded"] == "model unavailable"
+        assert all(str(port) not in answer["degraded"] for answer in (stale, cold))  # no internal address
         ranked = await api.post("/v1/rank", json={"user_id": "cold", "candidates": ["i5", "i1"]})
         assert ranked.status_code == 200 and ranked.json()["source"] == "fallback"
         ready = await api.get("/health/ready")
@@ -134,7 +135,7 @@ async def test_a_hung_engine_costs_a_request_at_most_the_timeout(
             started = time.monotonic()
             body = (await api.get("/v1/recommend", params={"user_id": "u1", "k": 3})).json()
             assert time.monotonic() - started < 2.0
-            assert body["source"] == "fallback" and "did not answer within 0.5s" in body["degraded"]
+            assert body["source"] == "fallback" and body["degraded"] == "model unavailable"
         await client.aclose()
 
 

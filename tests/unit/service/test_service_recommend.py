@@ -106,7 +106,11 @@ def test_usable_history(catalog: Catalog) -> None:
 
 
 async def test_slow_model_times_out(
-    catalog: Catalog, cache: RecommendationCache, history: HistoryStore, redis_url: str
+    catalog: Catalog,
+    cache: RecommendationCache,
+    history: HistoryStore,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     slow = HashRecommender(catalog, delay_s=0.5)
     settings = Settings(redis_url=redis_url, engine_timeout_s=0.1)
@@ -114,7 +118,8 @@ async def test_slow_model_times_out(
     await history.set_many({"u1": ["i1"]})
     result = await service.recommend("u1", 5)
     assert result.source == "fallback"
-    assert result.degraded is not None and "did not answer within 0.1s" in result.degraded
+    assert result.degraded == "model unavailable"
+    assert "did not answer within 0.1s" in caplog.text  # the detail is logged for operators
     assert len(result.items) == 5
     assert await cache.get("u1") is None
     with pytest.raises(EngineTimeout, match="did not answer within"):
@@ -221,8 +226,7 @@ async def test_model_down_serves_the_stale_list_then_the_fallback(
     await service.record_events([Event(user_id="u1", item_id=got)])
     stale = await service.recommend("u1", 5)
     assert stale.source == "cache"
-    assert stale.degraded is not None and "engine crashed" in stale.degraded
-    assert "before the latest events" in stale.degraded
+    assert stale.degraded == "model unavailable; serving the list cached before the latest events"
     # the old list, without what the user has now (including the item just got)
     assert stale.items == [i for i in entry.items if i.item_id not in {"i1", got}][:5]
     fallback = await service.recommend("u2", 5)  # nothing cached before: popular items

@@ -301,3 +301,14 @@ def test_eval_rejects_bad_rows_and_precision(data_dir: Path, tmp_path: Path) -> 
     assert code == 2 and mentions(output, "--rows")
     code, output = run_genrec(*base, "--precision", "fp8")
     assert code == 2 and mentions(output, "Invalid value for --precision", "auto, fp32, bf16")
+
+
+@pytest.mark.parametrize("command", ["eval", "baseline"])
+@pytest.mark.parametrize("option", ["--k", "--max-users"])
+def test_eval_and_baseline_refuse_zero_k_and_users(
+    data_dir: Path, tmp_path: Path, command: str, option: str
+) -> None:
+    target = ("--artifacts", str(tmp_path)) if command == "eval" else ("--method", "popular")
+    code, output = run_genrec(command, *target, "--data", str(data_dir), option, "0")
+    assert code == 2, output
+    assert mentions(output, option)

@@ -97,11 +97,18 @@ def test_evaluate_batches_histories_in_order_and_passes_k(
     assert sent == [list(e.history) for e in examples]
 
 
-def test_evaluate_only_sees_the_top_k(examples: list[Example]) -> None:
-    # With k=5 the rank-7 hit is cut off by the recommender, so recall@10 drops to 2/4.
+def test_cut_offs_beyond_k_are_left_out_with_a_warning(
+    examples: list[Example], caplog: pytest.LogCaptureFixture
+) -> None:
+    # 5-item lists cannot answer recall@10: reporting it would repeat recall@5 under another name.
     report = evaluate(FakeRecommender({f"h{n}": RANKING for n in range(1, 5)}), examples, split="test", k=5)
-    assert report.metrics["recall@10"] == pytest.approx(2 / 4)
-    assert report.metrics["ndcg@10"] == pytest.approx(1.5 / 4)
+    assert report.metrics == pytest.approx({"recall@5": 2 / 4, "ndcg@5": 1.5 / 4})
+    assert "left out" in caplog.text
+
+
+def test_lists_shorter_than_every_cut_off_report_at_k(examples: list[Example]) -> None:
+    report = evaluate(FakeRecommender({f"h{n}": RANKING for n in range(1, 5)}), examples, split="test", k=3)
+    assert report.metrics == pytest.approx({"recall@3": 2 / 4, "ndcg@3": 1.5 / 4})
 
 
 def test_report_serialises_to_json(recommender: FakeRecommender, examples: list[Example]) -> None:

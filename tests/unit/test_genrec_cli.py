@@ -1,0 +1,59 @@
+"""`genrec recommend-batch`: every option and the input are checked before the engine loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import genrec_cli
+
+
+@pytest.fixture(autouse=True)
+def _no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad input must fail before vLLM is even imported, let alone the model loaded."""
+    import model.vllm_engine
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the engine was loaded for input that was going to be refused")
+
+    monkeypatch.setattr(model.vllm_engine, "VllmRecommender", refuse)
+
+
+def _run(
+    tmp_path: Path, *args: str, histories: str = '{"user_id": "u", "history": ["a"]}\n'
+) -> tuple[int, str]:
+    source = tmp_path / "in.jsonl"
+    source.write_text(histories)
+    base = ["recommend-batch", "--artifacts", str(tmp_path / "none"), "--input", str(source)]
+    result = CliRunner().invoke(genrec_cli.app, [*base, "--out", str(tmp_path / "out.jsonl"), *args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "-1"], "--batch-size"),
+        (["--k", "0"], "--k"),
+    ],
+)
+def test_bad_options_exit_2_naming_the_option(tmp_path: Path, args: list[str], named: str) -> None:
+    code, output = _run(tmp_path, *args)
+    assert code == 2, output
+    assert named in output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_empty_input_file_is_refused(tmp_path: Path) -> None:
+    code, output = _run(tmp_path, histories="\n")
+    assert code == 2, output
+    assert "--input" in output and "no users" in output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_malformed_line_is_named(tmp_path: Path) -> None:
+    code, output = _run(tmp_path, histories='{"user_id": "u"}\n')
+    assert code == 2, output
+    assert "in.jsonl:1" in output
