@@ -7,12 +7,44 @@ Histories are not versioned by model: they are facts about users, not model outp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
 HISTORY_KEY = "genrec:hist:{user_id}"
+
+# KEYS: history keys; ARGV: each user's source history as a JSON array, then max_len (0: none).
+# Pushes in chunks (Lua's unpack has a stack limit); returns the users whose different stored
+# history was kept.
+SEED_SCRIPT = """
+local max_len = tonumber(ARGV[#ARGV])
+local kept = 0
+local function push(key, items, from)
+  for i = from, #items, 1000 do
+    redis.call('RPUSH', key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+for k, key in ipairs(KEYS) do
+  local items = cjson.decode(ARGV[k])
+  local stored = redis.call('LRANGE', key, 0, -1)
+  local n = #stored
+  local prefix = n <= #items
+  if prefix then
+    for i = 1, n do
+      if stored[i] ~= items[i] then prefix = false; break end
+    end
+  end
+  if prefix then
+    push(key, items, n + 1)
+    if max_len > 0 then redis.call('LTRIM', key, -max_len, -1) end
+  else
+    kept = kept + 1
+  end
+end
+return kept
+"""
 
 
 def history_key(user_id: str) -> str:
@@ -27,6 +59,7 @@ class HistoryStore:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         self._client = client
         self._max_len = max_len
+        self._seed_script = client.register_script(SEED_SCRIPT)
 
     async def get(self, user_id: str, limit: int) -> list[str]:
         """The last ``limit`` item ids of the user (oldest first); [] for an unknown user."""
@@ -39,7 +72,11 @@ class HistoryStore:
         pipe.lrange(history_key(user_id), -limit if limit else 0, -1)
 
     async def set_many(self, histories: Mapping[str, Sequence[str]]) -> None:
-        """Replace the histories of many users in one round trip (an atomic MULTI per call)."""
+        """Replace the histories of many users in one round trip (an atomic MULTI per call).
+
+        Tests and tools only: a batch job must merge (:meth:`seed_many`), never replace, or it
+        would erase the events the API accepted.
+        """
         if not histories:
             return
         async with self._client.pipeline(transaction=True) as pipe:
@@ -50,6 +87,32 @@ class HistoryStore:
                 if kept:
                     pipe.rpush(key, *kept)
             await pipe.execute()
+
+    async def seed_many(self, histories: Mapping[str, Sequence[str]]) -> int:
+        """Merge a batch source's histories (a file, a dataset) into the store, atomically.
+
+        The rule (README, "Precompute"): a user without a stored history gets the file's; a
+        stored history that is a prefix of the file's is extended by the rest of it; any other
+        stored history (the API's events went beyond or elsewhere than the file) is kept as it
+        is. So a batch job never shortens a history nor drops an event the API accepted, and
+        running it twice changes nothing. One Lua script per call: an event landing meanwhile
+        is ordered entirely before or after the merge. Returns how many users kept a stored
+        history that differs from the source's.
+        """
+        if not histories:
+            return 0
+        users = list(histories)
+        # compare against what the store would keep of the source (its last max_len items)
+        args = [
+            json.dumps(
+                list(histories[user_id])[-self._max_len :] if self._max_len else list(histories[user_id])
+            )
+            for user_id in users
+        ]
+        kept = await self._seed_script(  # type: ignore[misc]
+            keys=[history_key(user_id) for user_id in users], args=[*args, self._max_len or 0]
+        )
+        return int(kept)
 
     async def append_many(
         self, new_items: Mapping[str, Sequence[str]], *, also: Callable[[Pipeline], None] | None = None

@@ -63,7 +63,9 @@ class PrecomputeSummary:
     skipped_unknown_items: int  # history item ids (within the last history_len) unknown to the catalog
     skipped_fresh: int  # --only-stale: users that already had a list for this model version
     resumed: int  # users done by an earlier run of the same job, skipped via the checkpoint
-    changed: int  # from the store: history changed while computing; left to the on-demand path
+    changed: int  # history changed while computing (a live event); left to the on-demand path
+    # users whose stored history (the API's events) was kept over a different one in the source
+    kept_stored: int
     wall_s: float
     users_per_s: float
 
@@ -73,7 +75,8 @@ class PrecomputeSummary:
             f"{self.users} users read in {self.batches} batches, {self.cached} cached, "
             f"{self.skipped_fresh} skipped as fresh, {self.resumed} skipped via resume, "
             f"{self.skipped_users} without known history ({self.skipped_unknown_items} unknown "
-            f"history items), {self.changed} changed during the run; "
+            f"history items), {self.changed} changed during the run, {self.kept_stored} kept their "
+            f"stored history over the source's; "
             f"{self.wall_s:.1f}s, {self.users_per_s:.1f} users/s"
         )
 
@@ -326,6 +329,7 @@ class _Counts:
     unknown: int = 0
     fresh: int = 0
     changed: int = 0
+    kept_stored: int = 0
 
 
 @dataclass
@@ -350,12 +354,12 @@ class _Job:
         """Skip fresh users, get histories, one engine call, one write with the checkpoint."""
         fresh = await fresh_users(self.cache, batch.user_ids) if self.only_stale else set()
         todo = [user_id for user_id in dict.fromkeys(batch.user_ids) if user_id not in fresh]
-        computed_from: dict[str, list[str]] | None = None
-        if batch.histories is not None:
-            histories = {user_id: batch.histories[user_id] for user_id in todo}
-            await self.history.set_many(histories)
-        else:
-            histories = computed_from = await read_stored_histories(self.cache.client, self.history, todo)
+        if batch.histories is not None:  # merged into the store, never replacing what the API wrote
+            seeds = {user_id: batch.histories[user_id] for user_id in todo}
+            self.counts.kept_stored += await self.history.seed_many(seeds)
+        # the model reads the stored histories, and a list is only written if its user's history
+        # is still the one it was computed from (an event may land meanwhile)
+        histories = computed_from = await read_stored_histories(self.cache.client, self.history, todo)
         inputs = self._model_inputs(histories)
         entries = {
             user_id: CachedList.of(items, histories[user_id])
@@ -498,6 +502,7 @@ def _summarize(counts: _Counts, resumed: int, wall_s: float) -> PrecomputeSummar
         skipped_fresh=counts.fresh,
         resumed=resumed,
         changed=counts.changed,
+        kept_stored=counts.kept_stored,
         wall_s=wall_s,
         users_per_s=counts.users / wall_s if wall_s > 0 else 0.0,
     )

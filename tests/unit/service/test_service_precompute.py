@@ -140,8 +140,8 @@ async def test_precompute_caches_every_user_one_engine_call_and_one_transaction_
     assert (summary.users, summary.batches, summary.cached, summary.skipped_users) == (23, 3, 23, 0)
     assert summary.users_per_s > 0
     assert [len(call) for call in recommender.calls] == [10, 10, 3]  # one model call per batch
-    # Per batch one MULTI for the histories and one for the lists (+ checkpoint when there is one).
-    assert await exec_calls(redis_client) - execs == 2 * 3
+    # Per batch one script merges the histories and one MULTI writes the lists (+ checkpoint).
+    assert await exec_calls(redis_client) - execs == 3
     for user_id, items in users:
         # Read back through the cache's own reader: precompute writes the format it parses.
         assert await cache.get(user_id) == expected_entry(recommender, items, 20, 5)
@@ -312,6 +312,53 @@ async def test_from_store_does_not_write_over_a_history_that_changed_meanwhile(
     assert (summary.users, summary.cached, summary.changed) == (8, 7, 1)
     assert await cache.get("u3") is None
     assert await cache.get("u4") is not None
+
+
+async def test_a_histories_file_never_erases_events_the_api_accepted(
+    recommender: HashRecommender, cache: RecommendationCache, history: HistoryStore, settings: Settings
+) -> None:
+    """The file seeds users without a stored history and extends a stored prefix of its own;
+    any other stored history (events beyond or apart from the file) is kept as it is."""
+    async with open_client(create_app(settings, recommender)) as http:
+        events = [{"user_id": "a", "item_id": "i7"}, {"user_id": "c", "item_id": "i9"}]
+        assert (await http.post("/v1/events", json={"events": events})).status_code == 200
+    await history.set_many({"b": ["i1"]})  # a prefix of b's file history
+    users = [("a", ["i1", "i2"]), ("b", ["i1", "i2", "i3"]), ("c", ["i9"]), ("d", ["i4"])]
+    for restart in (False, True):
+        summary = await run(recommender, users, cache, history, job=None, restart=restart)
+        assert summary.kept_stored == 1  # a: its event is not in the file
+        assert await history.get_all("a") == ["i7"]
+        assert await history.get_all("b") == ["i1", "i2", "i3"]
+        assert await history.get_all("c") == ["i9"]
+        assert await history.get_all("d") == ["i4"]
+        # the lists are computed from what the store holds, not from the file
+        assert await cache.get("a") == expected_entry(recommender, ["i7"], 20, 5)
+
+
+async def test_events_landing_during_a_file_run_are_kept_and_their_user_left_to_on_demand(
+    redis_url: str, catalog: Catalog, cache: RecommendationCache, history: HistoryStore
+) -> None:
+    users = make_users(8)
+    changing = HistoryChangingRecommender(catalog, redis_url, "u3")
+    summary = await run(changing, users, cache, history, batch_size=64)
+    assert (summary.users, summary.cached, summary.changed) == (8, 7, 1)
+    assert await history.get_all("u3") == [*dict(users)["u3"], "i29"]
+    assert await cache.get("u3") is None  # a list from the history before the event is not written
+    # Run again: u3's history (file + event) is kept and now cached, with the event in it.
+    healthy = HashRecommender(catalog)
+    again = await run(healthy, users, cache, history, batch_size=64, restart=True)
+    assert again.kept_stored == 1
+    assert await cache.get("u3") == expected_entry(healthy, [*dict(users)["u3"], "i29"], 20, 5)
+
+
+async def test_seeding_respects_the_history_cap(redis_client: aredis.Redis) -> None:
+    capped = HistoryStore(redis_client, max_len=3)
+    assert await capped.seed_many({"u": ["i1", "i2", "i3", "i4"]}) == 0
+    assert await capped.get_all("u") == ["i2", "i3", "i4"]
+    assert await capped.seed_many({"u": ["i1", "i2", "i3", "i4"]}) == 0  # the same source: no change
+    await capped.append("u", ["i5"])
+    assert await capped.seed_many({"u": ["i1", "i2", "i3", "i4"]}) == 1
+    assert await capped.get_all("u") == ["i3", "i4", "i5"]
 
 
 async def test_precomputed_lists_are_served_from_cache_and_match_on_demand(
