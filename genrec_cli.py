@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from service import cli as service_cli
-from service.settings import Settings
+from service.settings import Settings, environment_help
 from training import cli as training_cli
 
 logger = logging.getLogger("genrec.demo")
@@ -33,11 +33,22 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"genrec {version('genrec')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _logging(
     log_level: Annotated[str, typer.Option(envvar="LOG_LEVEL", help="DEBUG, INFO, WARNING, ...")] = "INFO",
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="print the version")
+    ] = False,
 ) -> None:
-    """Log lines (counts, rates, metrics) go to stderr; progress bars show long loops."""
+    """Log lines (counts, rates, metrics) go to stderr; progress bars show long loops on a terminal."""
     service_cli.configure_logging(log_level)
 
 
@@ -88,7 +99,7 @@ def recommend_batch(
     )
 
 
-@app.command()
+@app.command(epilog=environment_help())
 def precompute(
     histories: Annotated[Path | None, typer.Option(help=service_cli.HISTORIES_HELP)] = None,
     data: Annotated[
@@ -175,7 +186,7 @@ class DemoPlan:
     version: str = "demo"
 
 
-@app.command()
+@app.command(epilog=environment_help())
 def demo(
     workdir: Annotated[Path, typer.Option(help="where data, run and artifacts go")] = Path(".demo"),
     fresh: Annotated[bool, typer.Option(help="rebuild everything instead of reusing finished steps")] = False,

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -117,6 +117,8 @@ class ItemInfo(BaseModel):
 
 
 class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
@@ -139,6 +141,12 @@ def _error(status_code: int, detail: str) -> JSONResponse:
     return JSONResponse(status_code=status_code, content=ErrorBody(detail=detail).model_dump())
 
 
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or a ``+json`` type, with or without parameters (charset)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 def validation_message(exc: RequestValidationError | ValidationError) -> str:
     """FastAPI's error list as one readable line, e.g. ``user_id: Field required``."""
     parts = []
@@ -153,12 +161,9 @@ def create_app(
     recommender: Recommender | None = None,
     *,
     engine: Engine | None = None,
-    ready_message: str | None = None,
 ) -> FastAPI:
     """Build the app. Tests inject a ``recommender`` (run in process) or an ``engine``; otherwise
     the lifespan connects to the engine service at ENGINE_URL, or loads the bundle in process.
-
-    ``ready_message`` is logged once startup has finished (the CLI's "try this curl" line).
     """
     settings = settings or get_settings()
     registry = CollectorRegistry()
@@ -204,8 +209,6 @@ def create_app(
                 settings.cache_ttl_s,
                 settings.engine_url or "in process",
             )
-            if ready_message:
-                logger.info("%s", ready_message)
             yield
         finally:
             app.state.service = None
@@ -217,7 +220,9 @@ def create_app(
     app = FastAPI(title="genrec", summary="LLM generative recommender", lifespan=lifespan)
 
     @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.method == "POST" and not is_json(request.headers.get("content-type")):
+            return _error(415, "the request body must be JSON: send Content-Type: application/json")
         return _error(422, validation_message(exc))
 
     @app.exception_handler(RedisError)

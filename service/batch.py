@@ -9,8 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
+from model.progress import progress
 from model.recommender import Recommender
 from service.precompute import user_batches
 
@@ -53,7 +52,10 @@ def recommend_to_jsonl(
     tmp = out.with_name(out.name + ".part")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with tmp.open("w", encoding="utf-8") as sink, tqdm(total=total, desc="recommend", unit="user") as bar:
+        with (
+            tmp.open("w", encoding="utf-8") as sink,
+            progress(total=total, desc="recommend", unit="user") as bar,
+        ):
             for batch in user_batches(users, batch_size):
                 histories = [[item_id for item_id in history if item_id in catalog] for _, history in batch]
                 skipped += sum(len(history) for _, history in batch) - sum(map(len, histories))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis.asyncio as redis
 import typer
@@ -27,7 +27,7 @@ from service.engine_runner import Engine
 from service.history import HistoryStore
 from service.precompute import PrecomputeFailed, PrecomputeSummary, StoredUsers, precompute
 from service.redis_server import EmbeddedRedis
-from service.settings import Settings, get_settings
+from service.settings import Settings, environment_help, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -240,14 +240,12 @@ def precompute_cli(
             only_stale=only_stale,
         )
     except PrecomputeFailed as exc:
-        logger.error("%s", exc)
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {exc}", err=True)  # once: the job logs nothing more about it
         raise typer.Exit(EXIT_FAILED) from exc
     except bad_input as exc:
-        logger.error("%s", exc)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from exc
-    typer.echo(f"precompute top-{k}: {summary.describe()}")
+    typer.echo(f"precompute top-{k}: {summary.describe()}")  # the result, on stdout, once
 
 
 def configure_logging(level: str) -> None:
@@ -279,28 +277,34 @@ def redis_available(settings: Settings) -> Iterator[Settings]:
         embedded.stop()
 
 
-def serve_until_stopped(
-    settings: Settings, recommender: Recommender | None = None, user_id: str = "..."
-) -> None:
-    """Run uvicorn on HOST:PORT until SIGINT/SIGTERM; logs a ready line with a curl for ``user_id``."""
+def serve_until_stopped(settings: Settings, recommender: Recommender | None = None) -> None:
+    """Run uvicorn on HOST:PORT until SIGINT/SIGTERM; logs one line once the port is bound."""
     import uvicorn
 
     from service.app import create_app
 
-    ready = (
-        f"genrec is serving on http://{settings.host}:{settings.port} — try: "
-        f"curl 'http://localhost:{settings.port}/v1/recommend?user_id={user_id}&k={settings.default_k}'"
-    )
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # bound: the line a user (or the demo) waits for
+                logger.info(
+                    "API listening on http://%s:%d (try: curl 'http://localhost:%d/v1/recommend?user_id=USER')",
+                    settings.host,
+                    settings.port,
+                    settings.port,
+                )
+
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    uvicorn.run(
-        create_app(settings, recommender, ready_message=ready),
+    config = uvicorn.Config(
+        create_app(settings, recommender),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
     )
+    Server(config).run()
 
 
-@app.command()
+@app.command(epilog=environment_help())
 def serve() -> None:
     """Serve the API on HOST:PORT: cache misses and rankings go to the engine service at
     ENGINE_URL, or to an engine in this process when it is unset; starts an embedded Redis when
@@ -320,7 +324,7 @@ K_HELP = "list length to cache (default: MAX_K)"
 BATCH_SIZE_HELP = "users per engine call (default: PRECOMPUTE_BATCH_SIZE)"
 
 
-@app.command()
+@app.command(epilog=environment_help())
 def engine() -> None:
     """Serve the engine (the model) on ENGINE_HOST:ENGINE_PORT for APIs and jobs with ENGINE_URL."""
     import uvicorn

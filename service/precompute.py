@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
-from tqdm import tqdm
 
+from model.progress import progress
 from model.recommender import Recommender, ScoredItem
 from service.cache import CachedList, RecommendationCache
 from service.engine_runner import Engine, ModelRunner
@@ -450,7 +450,7 @@ async def precompute(
     )
     started = time.perf_counter()
     try:
-        with tqdm(
+        with progress(
             total=total, initial=run.resumed, unit="user", desc="precompute", dynamic_ncols=True
         ) as bar:
             async for batch in batches:
@@ -465,7 +465,8 @@ async def precompute(
     if checkpoint is not None:
         await checkpoint.clear()
     summary = _summarize(run.counts, run.resumed, time.perf_counter() - started)
-    logger.info("precompute (model %s, k=%d): %s", model.model_version, k, summary.describe())
+    # DEBUG: the CLI prints the summary as its result; a log line would repeat it
+    logger.debug("precompute (model %s, k=%d): %s", model.model_version, k, summary.describe())
     return summary
 
 

@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Sequence
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from model.catalog import Catalog
@@ -49,9 +49,12 @@ class UnknownItems(ValueError):
 class Event(BaseModel):
     """One interaction: ``user_id`` got ``item_id`` (at ``ts``, seconds since the epoch, if given)."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently dropped
+
     user_id: str = Field(min_length=1, max_length=256)
     item_id: str = Field(min_length=1, max_length=256)
-    ts: float | None = None
+    # strict: a JSON number (never true/false or a string); finite and not before the epoch
+    ts: float | None = Field(None, strict=True, allow_inf_nan=False, ge=0)
 
 
 class EventsAccepted(BaseModel):

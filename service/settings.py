@@ -87,3 +87,12 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
+
+
+def environment_help() -> str:
+    """The variables ``Settings`` reads, with their defaults: the epilog of the commands' --help."""
+    names = [
+        f"{name.upper()}={'' if field.default is None else field.default}"
+        for name, field in Settings.model_fields.items()
+    ]
+    return "Environment (see service/settings.py): " + ", ".join(names)

@@ -285,7 +285,7 @@ def export(
         str | None, typer.Option(help="bundle version (default: <dataset>-<UTC time>)")
     ] = None,
 ) -> None:
-    """Write ``artifacts/<version>/`` (model, catalog, trie, manifest) and point ``current`` at it."""
+    """Write artifacts/<version>/ (model, catalog, trie, manifest) and point current at it."""
     from training.export import export_run
 
     if version is None:
@@ -444,7 +444,7 @@ def baseline_command(
     seed: int = 0,
 ) -> None:
     """Recall@5/10 and NDCG@5/10 of a non-LLM baseline on the validation and test splits, through
-    the same harness as ``genrec eval``."""
+    the same harness as genrec eval."""
     from training.baselines import METHODS, build_baseline
     from training.evaluate import evaluate, select_examples
     from training.sasrec import SasrecConfig

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from tqdm import tqdm
-
+from model.progress import progress
 from model.recommender import ScoredItem
 from training.data import Example, InteractionData, leave_one_out
 from training.metrics import summarize
@@ -78,7 +77,7 @@ def evaluate(
         )
     started = time.perf_counter()
     rankings: list[list[str]] = []
-    with tqdm(total=len(examples), desc=f"eval {split}", unit="user") as bar:
+    with progress(total=len(examples), desc=f"eval {split}", unit="user") as bar:
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
             for row in recommender.recommend([list(e.history) for e in batch], k):

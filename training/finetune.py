@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from model.catalog import Catalog
+from model.progress import progress
 from model.trie import CompiledTrie
 from training.base_model import (
     TINY,
@@ -242,7 +242,9 @@ class Trainer:
         extra = extra or {}
         model.train()
         every = config.val_every
-        bar = tqdm(total=plan.total_steps, initial=state.step, desc=f"fine-tune {plan.stage}", unit="step")
+        bar = progress(
+            total=plan.total_steps, initial=state.step, desc=f"fine-tune {plan.stage}", unit="step"
+        )
         stop = state.step >= plan.total_steps or state.stopped in ("early_stop", "time_budget")
         while not stop:
             order = random.Random(f"{config.seed}:{plan.stage}:{state.epoch}")

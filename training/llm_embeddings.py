@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+
+from model.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def encode_texts_with_llm(
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = np.zeros((len(ids), hidden), dtype=np.float32)
     started = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=len(ids), desc="LLM item embeddings", unit="item") as bar:
+    with torch.inference_mode(), progress(total=len(ids), desc="LLM item embeddings", unit="item") as bar:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             width = max(len(ids[i]) for i in rows)

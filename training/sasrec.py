@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 from torch import nn
-from tqdm import tqdm
 
 from model.cpu_features import resolve_precision
 from training.data import Example, InteractionData, leave_one_out, sort_item_ids
@@ -219,7 +218,7 @@ def train_sasrec(data: InteractionData, config: SasrecConfig, *, progress: bool 
         model.train()
         total, count = 0.0, 0
         batches = _batches(seqs, config.batch_size, config.max_len, rng)
-        bar = tqdm(
+        bar = progress(
             batches,
             total=-(-len(seqs) // config.batch_size),
             desc=f"SASRec epoch {epoch + 1}/{config.epochs}",

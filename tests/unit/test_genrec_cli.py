@@ -57,3 +57,21 @@ def test_a_malformed_line_is_named(tmp_path: Path) -> None:
     code, output = _run(tmp_path, histories='{"user_id": "u"}\n')
     assert code == 2, output
     assert "in.jsonl:1" in output
+
+
+def test_version_prints_the_package_version() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(genrec_cli.app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"genrec {version('genrec')}"
+
+
+def test_command_help_has_no_raw_markup_and_serve_lists_its_environment() -> None:
+    for command in genrec_cli.app.registered_commands:
+        doc = (command.callback.__doc__ or "") if command.callback else ""
+        assert "``" not in doc, command.name
+    result = CliRunner().invoke(genrec_cli.app, ["serve", "--help"])
+    assert result.exit_code == 0
+    for name in ("REDIS_URL", "PORT", "ENGINE_URL", "API_KEY"):
+        assert name in result.output

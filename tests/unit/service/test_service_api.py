@@ -68,6 +68,43 @@ async def test_bad_event_bodies_are_422_with_a_message(
     assert message in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"events": [{"user_id": "u1", "item_id": "i1", "ts": NaN}]}', "events.0.ts"),
+        ('{"events": [{"user_id": "u1", "item_id": "i1", "ts": Infinity}]}', "events.0.ts"),
+        ('{"events": [{"user_id": "u1", "item_id": "i1", "ts": true}]}', "events.0.ts"),
+        ('{"events": [{"user_id": "u1", "item_id": "i1", "ts": -5}]}', "events.0.ts"),
+        ('{"events": [{"user_id": "u1", "item_id": "i1", "tss": 5}]}', "events.0.tss: Extra inputs"),
+        ('{"events": [{"user_id": "u1", "item_id": "i1"}], "user": "u1"}', "user: Extra inputs"),
+    ],
+)
+async def test_loose_event_values_and_unknown_fields_are_refused(
+    client: httpx.AsyncClient, history: HistoryStore, raw: str, message: str
+) -> None:
+    response = await client.post("/v1/events", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+    assert await history.get_all("u1") == []  # nothing recorded
+
+
+async def test_integer_timestamps_are_accepted(client: httpx.AsyncClient) -> None:
+    raw = '{"events": [{"user_id": "u1", "item_id": "i1", "ts": 1700000000}]}'
+    response = await client.post("/v1/events", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_that_is_not_declared_json_gets_415_saying_so(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    raw = '{"events": [{"user_id": "u1", "item_id": "i1"}]}'
+    response = await client.post("/v1/events", content=raw, headers=headers)
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["detail"]
+
+
 async def test_recommend_excludes_seen_items_unless_asked_not_to(
     client: httpx.AsyncClient, history: HistoryStore
 ) -> None:
