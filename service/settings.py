@@ -19,6 +19,8 @@ class Settings(BaseSettings):
 
     # None means "start an embedded Redis"; only the serve CLI does that, the app itself refuses.
     redis_url: str | None = None
+    # Where the embedded Redis keeps its append-only file (histories survive a restart).
+    genrec_data_dir: Path = Path(".genrec-data")
     artifacts: Path = Path("artifacts/current")
     cache_ttl_s: int = Field(default=86400, ge=1)
     default_k: int = Field(default=10, ge=1)

@@ -45,3 +45,35 @@ def test_a_binary_that_exits_gives_a_clear_error() -> None:
 def test_a_missing_binary_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RedisServerError, match="cannot run Redis server"):
         EmbeddedRedis(binary=str(tmp_path / "no-such-redis")).start()
+
+
+async def test_a_data_directory_keeps_every_accepted_event_across_a_restart(tmp_path: Path) -> None:
+    """The API accepts events, the embedded Redis restarts (as `genrec serve` does): all are there."""
+    from service_fakes import HashRecommender, open_client
+
+    from model.catalog import Catalog, CatalogItem
+    from model.semantic_id import SidScheme
+    from service.app import create_app
+    from service.settings import Settings
+
+    catalog = Catalog(SidScheme((8,)), [CatalogItem(f"i{n}", f"t{n}", (n,)) for n in range(8)])
+    data_dir = tmp_path / "redis"
+    port = free_port()
+    events = [{"user_id": f"u{n % 3}", "item_id": f"i{n % 8}"} for n in range(30)]
+    with EmbeddedRedis(data_dir=data_dir) as url:
+        assert redis.Redis.from_url(url).config_get("appendonly") == {"appendonly": "yes"}
+        settings = Settings(redis_url=url)
+        async with open_client(create_app(settings, HashRecommender(catalog))) as http:
+            for start in range(0, 30, 5):  # six requests, each acknowledged
+                response = await http.post("/v1/events", json={"events": events[start : start + 5]})
+                assert response.status_code == 200
+    assert (data_dir / "redis.log").is_file()
+    server = EmbeddedRedis(data_dir=data_dir)
+    try:
+        client = redis.Redis.from_url(server.start(port), decode_responses=True)
+        for user in ("u0", "u1", "u2"):
+            expected = [e["item_id"] for e in events if e["user_id"] == user]
+            assert client.lrange(f"genrec:hist:{user}", 0, -1) == expected
+        client.close()
+    finally:
+        server.stop()
