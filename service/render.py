@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from model.catalog import Catalog
 from model.recommender import ScoredItem
@@ -27,7 +27,10 @@ Source = Literal["cache", "model", "fallback"]
 class RecommendedItem(BaseModel):
     item_id: str
     title: str
-    score: float
+    score: float | None = Field(
+        description="the model's log-probability of the item (its semantic ID) for this user, "
+        "higher is better; null when the model did not rank it (source 'fallback': popularity order)"
+    )
 
 
 class RecommendResult(BaseModel):
@@ -62,6 +65,8 @@ class ResultRenderer:
         self._version = json.dumps(model_version)
 
     def render(self, result: Recommendation) -> bytes:
+        # one meaning for score: the model's; a fallback list is in popularity order, unscored
+        scored = result.source != "fallback"
         parts = []
         for item in result.items:
             head = self._head.get(item.item_id)
@@ -70,7 +75,7 @@ class ResultRenderer:
                     "user %s: dropping item %r unknown to the catalog", result.user_id, item.item_id
                 )
                 continue
-            parts.append(f"{head}{float(item.score)!r}}}")
+            parts.append(f"{head}{float(item.score)!r}}}" if scored else f"{head}null}}")
         items = ",".join(parts)
         degraded = "null" if result.degraded is None else json.dumps(result.degraded)
         return (

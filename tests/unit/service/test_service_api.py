@@ -189,6 +189,7 @@ async def test_a_crashed_engine_degrades_to_the_fallback(
         body = (await http.get("/v1/recommend", params={"user_id": "u1", "k": 3})).json()
         assert body["source"] == "fallback"
         assert body["degraded"] == "model unavailable"  # the exception goes to the log, not to clients
+        assert all(item["score"] is None for item in body["items"])  # popularity order, unscored
         assert [item["item_id"] for item in body["items"]] == ["i2", "i3", "i4"]  # seen ones skipped
 
 
@@ -277,3 +278,18 @@ async def test_rank_caps_the_candidate_count(redis_url: str, recommender: HashRe
         response = await http.post("/v1/rank", json={"user_id": "u1", "candidates": ["i1", "i2", "i3", "i4"]})
         assert response.status_code == 422
         assert "1..3 distinct items, got 4" in response.json()["detail"]
+
+
+async def test_score_is_the_model_log_probability_or_null(
+    client: httpx.AsyncClient, history: HistoryStore
+) -> None:
+    await history.set_many({"u1": ["i0", "i1"]})
+    modelled = (await client.get("/v1/recommend", params={"user_id": "u1", "k": 5})).json()
+    assert modelled["source"] == "model"
+    scores = [item["score"] for item in modelled["items"]]
+    assert all(isinstance(score, float) and score <= 0 for score in scores)  # log-probabilities
+    assert scores == sorted(scores, reverse=True)
+    cold = (await client.get("/v1/recommend", params={"user_id": "nobody", "k": 5})).json()
+    assert cold["source"] == "fallback" and [item["score"] for item in cold["items"]] == [None] * 5
+    ranked = (await client.post("/v1/rank", json={"user_id": "nobody", "candidates": ["i3", "i1"]})).json()
+    assert ranked["source"] == "fallback" and all(item["score"] is None for item in ranked["items"])
