@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from model.recommender import Recommender
 from service.cache import RecommendationCache
+from service.docs import add_local_docs
 from service.engine import load_recommender, stop_recommender
 from service.engine_runner import Engine, ModelRunner
 from service.history import HistoryStore
@@ -217,7 +218,14 @@ def create_app(
                 await model.aclose()
             stop_recommender(owned)
 
-    app = FastAPI(title="genrec", summary="LLM generative recommender", lifespan=lifespan)
+    app = FastAPI(
+        title="genrec",
+        summary="LLM generative recommender",
+        lifespan=lifespan,
+        docs_url=None,  # served from local assets by add_local_docs
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -269,13 +277,11 @@ def create_app(
     api = APIRouter(dependencies=guard, responses=errors)
 
     async def recommend(request: Request) -> Response:
-        """The user's top-k: ``source`` says whether it came from the cache, the model or the
-        popularity fallback (users without usable history, or ``degraded`` ones).
-
-        The hot path. It is served as a plain Starlette route (see below): no dependency
-        injection, the query parsed by one model validation, the API key checked here, the
-        body rendered by ``ResultRenderer``.
-        """
+        """The user's top-k: `source` says whether it came from the cache, the model or the
+        popularity fallback (users without usable history, or `degraded` ones)."""
+        # The hot path, served as a plain Starlette route (see below): no dependency injection,
+        # the query parsed by one model validation, the API key checked here, the body
+        # rendered by ResultRenderer.
         if settings.api_key is not None:
             authorize(request.headers.get("x-api-key"))
         try:
@@ -378,6 +384,8 @@ def create_app(
         )
         return JSONResponse(status_code=503 if status == "not ready" else 200, content=body.model_dump())
 
+    docs_need_key = settings.api_key is not None and not settings.docs_public
+    add_local_docs(app, authorize if docs_need_key else None)
     app.add_route(METRICS_PATH, metrics_endpoint(registry), include_in_schema=False)
     app.add_middleware(RequestMetrics, registry=registry, skip_paths=frozenset({METRICS_PATH}))
     return app

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # When set, every endpoint but health and metrics needs header X-API-Key with this value.
     api_key: str | None = None
+    # With API_KEY set: true leaves /docs and /openapi.json open to anyone, false needs the key.
+    docs_public: bool = False
 
     # Engine knobs, passed through to model.engine_config.EngineConfig; None = the device's default
     # (CPU: 16 users per batch, all cores, eager; GPU: 256 users per batch, compiled).

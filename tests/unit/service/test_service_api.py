@@ -293,3 +293,26 @@ async def test_score_is_the_model_log_probability_or_null(
     assert cold["source"] == "fallback" and [item["score"] for item in cold["items"]] == [None] * 5
     ranked = (await client.post("/v1/rank", json={"user_id": "nobody", "candidates": ["i3", "i1"]})).json()
     assert ranked["source"] == "fallback" and all(item["score"] is None for item in ranked["items"])
+
+
+async def test_docs_are_served_from_local_assets(client: httpx.AsyncClient) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert "/docs/assets/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower()  # nothing loaded from the internet
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        response = await client.get(f"/docs/assets/{asset}")
+        assert response.status_code == 200 and len(response.content) > 1000
+    operation = (await client.get("/openapi.json")).json()["paths"]["/v1/recommend"]["get"]
+    assert "hot path" not in operation.get("description", "").lower()  # no implementation notes
+
+
+@pytest.mark.parametrize(("docs_public", "status"), [(False, 401), (True, 200)])
+async def test_with_an_api_key_the_docs_follow_docs_public(
+    settings: Settings, recommender: HashRecommender, docs_public: bool, status: int
+) -> None:
+    guarded = settings.model_copy(update={"api_key": "s3cret", "docs_public": docs_public})
+    async with open_client(create_app(guarded, recommender)) as http:
+        for path in ("/docs", "/openapi.json"):
+            assert (await http.get(path)).status_code == status
+            assert (await http.get(path, headers={"X-API-Key": "s3cret"})).status_code == 200
