@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,9 @@ logger = logging.getLogger("genrec.demo")
 # How long the demo waits for its services: the engine loads the model (and vLLM) first.
 ENGINE_START_S = 900.0
 API_START_S = 120.0
+DEMO_HOST = "127.0.0.1"  # HOST of the demo unless set: a demo is not a public server
+# The demo's KV cache: 120 users x 20 beams of ~40-token prompts need a few MB, not the 2 GB default.
+DEMO_KV_CACHE_GB = "0.25"
 
 app = typer.Typer(
     help="genrec: an LLM generative recommender (semantic IDs, LoRA, constrained top-K on vLLM).",
@@ -198,14 +202,15 @@ def demo(
     """
     import shutil
 
+    from service.local_stack import genrec_command, run_job
     from service.settings import get_settings
     from training.data import load_lcrec
-    from training.export import export_run
-    from training.finetune import MERGED_DIR, train
-    from training.item_tokenizer import CATALOG_FILE, ItemTokenizerConfig, tokenize_dataset
+    from training.finetune import MERGED_DIR
+    from training.item_tokenizer import CATALOG_FILE
     from training.synthetic import generate_synthetic
-    from training.train_config import TrainConfig
 
+    if "HOST" not in os.environ:  # the demo listens on loopback unless told otherwise
+        os.environ["HOST"] = DEMO_HOST
     settings = get_settings()
     service_cli.configure_logging(settings.log_level)
     plan = DemoPlan()
@@ -219,12 +224,30 @@ def demo(
         generate_synthetic(data_dir, num_users=plan.users, num_items=plan.items)
     dataset = load_lcrec(data_dir)
     logger.info("demo data: %d users, %d items", len(dataset.sequences), len(dataset.items))
+    # Each model-loading step runs in a child process, so the demo's parent (which supervises
+    # the stack for as long as it runs) never holds torch models or their memory.
     if not bundle_dir.is_dir():
+        workdir.mkdir(parents=True, exist_ok=True)
         if not (tok_dir / CATALOG_FILE).is_file():
-            tokenize_dataset(dataset, ItemTokenizerConfig(codebook_size=plan.codebook_size), tok_dir)
+            tok_config = workdir / "tokenizer_config.json"
+            tok_config.write_text(json.dumps({"codebook_size": plan.codebook_size}))
+            tokenize = (
+                "tokenize",
+                "--data",
+                str(data_dir),
+                "--config",
+                str(tok_config),
+                "--out",
+                str(tok_dir),
+            )
+            run_job("tokenize", genrec_command(*tokenize), {})
         if not (run_dir / MERGED_DIR).is_dir():
-            train(dataset, tok_dir, run_dir, TrainConfig.model_validate(plan.train))
-        export_run(run_dir, artifacts, plan.version)
+            train_config = workdir / "train_config.json"
+            train_config.write_text(json.dumps(plan.train))
+            train = ("train", "--data", str(data_dir), "--tokenizer", str(tok_dir), "--out", str(run_dir))
+            run_job("train", genrec_command(*train, "--config", str(train_config)), {})
+        export = ("export", "--run", str(run_dir), "--artifacts", str(artifacts), "--version", plan.version)
+        run_job("export", genrec_command(*export), {})
     logger.info("demo bundle %s ready after %.0fs", bundle_dir, time.perf_counter() - started)
 
     settings = settings.model_copy(update={"artifacts": bundle_dir})
@@ -235,7 +258,7 @@ def demo(
 def run_local_stack(settings: Settings, data_dir: Path, *, user_id: str, started: float) -> None:
     """Engine, precompute job and API as separate processes on ``settings.redis_url`` (as compose
     runs them), until the API stops or Ctrl-C."""
-    from service.local_stack import genrec_command, run_job, service_process
+    from service.local_stack import Listen, genrec_command, run_job, service_process
 
     assert settings.redis_url is not None
     engine_url = f"http://127.0.0.1:{settings.engine_port}"
@@ -243,14 +266,21 @@ def run_local_stack(settings: Settings, data_dir: Path, *, user_id: str, started
         "REDIS_URL": settings.redis_url,
         "ARTIFACTS": str(settings.artifacts.resolve()),
         "ENGINE_URL": engine_url,
+        "ENGINE_HOST": DEMO_HOST,
         "ENGINE_PORT": str(settings.engine_port),
+        "ENGINE_KV_CACHE_GB": os.environ.get("ENGINE_KV_CACHE_GB", DEMO_KV_CACHE_GB),
+        "HOST": settings.host,
         "PORT": str(settings.port),
     }
     api_url = f"http://localhost:{settings.port}"
     engine_ready, api_ready = f"{engine_url}/health/ready", f"{api_url}/health/ready"
-    with service_process("engine", genrec_command("engine"), env, engine_ready, ENGINE_START_S):
+    engine_listen = Listen(DEMO_HOST, settings.engine_port, "ENGINE_PORT")
+    api_listen = Listen(settings.host, settings.port, "PORT")
+    with service_process(
+        "engine", genrec_command("engine"), env, engine_ready, ENGINE_START_S, engine_listen
+    ):
         run_job("precompute", genrec_command("precompute", "--data", str(data_dir)), env)
-        with service_process("api", genrec_command("serve"), env, api_ready, API_START_S) as api:
+        with service_process("api", genrec_command("serve"), env, api_ready, API_START_S, api_listen) as api:
             logger.info(
                 "genrec is serving on http://%s:%d (engine %s, Redis %s; setup %.0fs) — try: "
                 "curl '%s/v1/recommend?user_id=%s&k=%d'",

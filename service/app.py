@@ -12,6 +12,7 @@ endpoint needs ``X-API-Key``; health probes and metrics stay open.
 
 import asyncio
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -70,6 +71,9 @@ class ReadyStatus(BaseModel):
     redis: str
     model: str
     model_version: str | None
+    pid: int = Field(
+        default_factory=os.getpid, description="the serving process (a supervisor checks it is its own)"
+    )
 
 
 class ErrorBody(BaseModel):

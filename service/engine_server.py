@@ -9,6 +9,7 @@ API talks to it through ``service.engine_client.EngineClient``; cache hits never
 # No ``from __future__ import annotations``: FastAPI evaluates the endpoint annotations.
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -17,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from model.recommender import Recommender, ScoredItem
 from service.app import validation_message
@@ -35,6 +36,9 @@ METRICS_PATH = "/metrics"
 class EngineReady(BaseModel):
     status: Literal["ready", "not ready"]
     model_version: str | None
+    pid: int = Field(
+        default_factory=os.getpid, description="the serving process (a supervisor checks it is its own)"
+    )
 
 
 class EngineError(BaseModel):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
 
@@ -31,15 +33,51 @@ def genrec_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "genrec_cli", *args]
 
 
+@dataclass(frozen=True)
+class Listen:
+    """Where a service will listen, and the variable that moves it (for the error message)."""
+
+    host: str
+    port: int
+    variable: str
+
+
+def check_port_free(listen: Listen) -> None:
+    """ServiceFailed naming the port and its variable when something already listens there.
+
+    Checked before starting: otherwise a readiness probe could be answered by another stack's
+    service on that port while ours dies on "address already in use".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as uvicorn binds: a closed connection's TIME_WAIT does not hold the port, a listener does
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((listen.host, listen.port))
+        except OSError as exc:
+            raise ServiceFailed(
+                f"port {listen.port} is in use ({exc.strerror}): stop what holds it, or set "
+                f"{listen.variable} to a free port"
+            ) from exc
+
+
 @contextmanager
 def service_process(
-    name: str, argv: Sequence[str], env: Mapping[str, str], ready_url: str, timeout_s: float
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    ready_url: str,
+    timeout_s: float,
+    listen: Listen | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``argv`` with ``env`` added, wait until ``ready_url`` answers 200, stop it at the end.
+    """Start ``argv`` with ``env`` added, wait until ``ready_url`` answers 200 from this very
+    process (the body's ``pid``), stop it at the end.
 
-    Raises ServiceFailed (naming the service) when the process exits first or ``timeout_s``
-    passes; its output goes to this terminal, so the reason is on screen.
+    Raises ServiceFailed (naming the service) when ``listen``'s port is taken, when the process
+    exits first or ``timeout_s`` passes; its output goes to this terminal, so the reason is on
+    screen.
     """
+    if listen is not None:
+        check_port_free(listen)
     process = subprocess.Popen(list(argv), env={**os.environ, **env})
     try:
         wait_ready(name, process, ready_url, timeout_s)
@@ -56,9 +94,14 @@ def wait_ready(name: str, process: subprocess.Popen[bytes], url: str, timeout_s:
         if code is not None:
             raise ServiceFailed(f"{name} exited with code {code} before it was ready")
         try:
-            if httpx.get(url, timeout=POLL_S * 4).status_code == 200:
-                logger.info("%s ready after %.0fs", name, time.monotonic() - started)
+            response = httpx.get(url, timeout=POLL_S * 4)
+            if response.status_code == 200 and _pid(response) == process.pid:
+                logger.info("%s ready after %.0fs (pid %d)", name, time.monotonic() - started, process.pid)
                 return
+            if response.status_code == 200:
+                raise ServiceFailed(
+                    f"{url} is answered by process {_pid(response)}, not by our {name} (pid {process.pid})"
+                )
         except httpx.TransportError:
             pass
         now = time.monotonic()
@@ -68,6 +111,14 @@ def wait_ready(name: str, process: subprocess.Popen[bytes], url: str, timeout_s:
             logger.info("waiting for %s (%.0fs)...", name, now - started)
             logged = now
         time.sleep(POLL_S)
+
+
+def _pid(response: httpx.Response) -> int | None:
+    try:
+        pid = response.json().get("pid")
+    except ValueError:
+        return None
+    return pid if isinstance(pid, int) else None
 
 
 def run_job(name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:

@@ -139,7 +139,7 @@ class EmbeddedRedis:
         )
 
     def stop(self) -> None:
-        """Stop the server (it writes its AOF on SIGTERM) and remove any scratch directory; safe to call twice."""
+        """Stop the server (it writes its AOF on SIGTERM), remove any scratch directory; idempotent."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()

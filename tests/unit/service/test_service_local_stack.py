@@ -1,0 +1,85 @@
+"""The demo's process supervisor: a taken port is named before anything starts, and readiness
+means an answer from the very process it started."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from service.local_stack import Listen, ServiceFailed, check_port_free, service_process
+from service.redis_server import free_port
+
+# A health endpoint answering with its own pid, as the API and the engine do.
+OWN_PID_SERVER = """
+import http.server, json, os, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "ready", "pid": os.getpid()}).encode()
+        self.send_response(200); self.send_header("content-type", "application/json"); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+@pytest.fixture
+def foreign_server() -> Iterator[int]:
+    """Another stack's service: 200 with someone else's pid."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": "ready", "pid": 1}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_taken_port_is_named_with_its_variable(foreign_server: int) -> None:
+    with pytest.raises(ServiceFailed, match=rf"port {foreign_server} is in use.*set ENGINE_PORT"):
+        check_port_free(Listen("127.0.0.1", foreign_server, "ENGINE_PORT"))
+    check_port_free(Listen("127.0.0.1", free_port(), "PORT"))  # a free one passes
+
+
+def test_nothing_starts_when_the_port_is_taken(foreign_server: int, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    argv = [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    url = f"http://127.0.0.1:{foreign_server}/health/ready"
+    with pytest.raises(ServiceFailed, match="set PORT"):
+        with service_process("api", argv, {}, url, 5.0, Listen("127.0.0.1", foreign_server, "PORT")):
+            pass
+    assert not marker.exists()
+
+
+def test_an_answer_from_another_process_is_not_readiness(foreign_server: int) -> None:
+    url = f"http://127.0.0.1:{foreign_server}/health/ready"
+    argv = [sys.executable, "-c", "import time; time.sleep(30)"]
+    with pytest.raises(ServiceFailed, match="not by our engine"):
+        with service_process("engine", argv, {}, url, 10.0):
+            pass
+
+
+def test_our_own_process_becomes_ready() -> None:
+    port = free_port()
+    argv = [sys.executable, "-c", OWN_PID_SERVER, str(port)]
+    url = f"http://127.0.0.1:{port}/health/ready"
+    with service_process("engine", argv, {}, url, 30.0, Listen("127.0.0.1", port, "ENGINE_PORT")) as process:
+        assert process.poll() is None
+    assert process.poll() is not None  # stopped at the end of the block
+    check_port_free(Listen("127.0.0.1", port, "ENGINE_PORT"))  # and the port is free again
