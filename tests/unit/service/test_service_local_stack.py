@@ -61,18 +61,20 @@ def test_nothing_starts_when_the_port_is_taken(foreign_server: int, tmp_path: Pa
     marker = tmp_path / "started"
     argv = [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
     url = f"http://127.0.0.1:{foreign_server}/health/ready"
-    with pytest.raises(ServiceFailed, match="set PORT"):
-        with service_process("api", argv, {}, url, 5.0, Listen("127.0.0.1", foreign_server, "PORT")):
-            pass
+    listen = Listen("127.0.0.1", foreign_server, "PORT")
+    with pytest.raises(ServiceFailed, match="set PORT"), service_process("api", argv, {}, url, 5.0, listen):
+        pass
     assert not marker.exists()
 
 
 def test_an_answer_from_another_process_is_not_readiness(foreign_server: int) -> None:
     url = f"http://127.0.0.1:{foreign_server}/health/ready"
     argv = [sys.executable, "-c", "import time; time.sleep(30)"]
-    with pytest.raises(ServiceFailed, match="not by our engine"):
-        with service_process("engine", argv, {}, url, 10.0):
-            pass
+    with (
+        pytest.raises(ServiceFailed, match="not by our engine"),
+        service_process("engine", argv, {}, url, 10.0),
+    ):
+        pass
 
 
 def test_our_own_process_becomes_ready() -> None:
