@@ -356,6 +356,10 @@ def eval_command(
     split: Annotated[str, typer.Option(help="valid or test")] = "valid",
     k: EvalK = 20,
     max_users: MaxUsers = None,
+    beam: Annotated[
+        int | None,
+        typer.Option(min=1, help="beam width of the constrained search (ENGINE_BEAM_WIDTH when serving) [k]"),
+    ] = None,
     engine: Annotated[
         str, typer.Option(help="vllm (the serving engine) or hf (transformers reference)")
     ] = "vllm",
@@ -388,6 +392,11 @@ def eval_command(
         raise typer.BadParameter(f"must be one of {', '.join(EVAL_PRECISIONS)}", param_hint="--precision")
     if batch_size < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
+    beam = k if beam is None else beam
+    if beam < k:
+        raise typer.BadParameter(
+            f"the beam ({beam}) must hold the k={k} items it returns", param_hint="--beam"
+        )
     if engine == "vllm" and (device != "auto" or rows is not None or precision != "auto"):
         raise typer.BadParameter(
             "--device, --rows and --precision apply to --engine hf (vLLM places and batches itself)",
@@ -412,14 +421,15 @@ def eval_command(
             torch.backends.cuda.matmul.allow_tf32 = True
         if dtype == "bf16":  # fp32 weights, bf16 matmuls: what training's validation runs
             scope = torch.autocast(where, dtype=torch.bfloat16)
-        recommender = hf_recommender(bundle, beam_width=k, max_batch=batch_size, device=where, rows=rows)
+        recommender = hf_recommender(bundle, beam_width=beam, max_batch=batch_size, device=where, rows=rows)
         settings.update(device=where, rows=rows, precision=dtype, batch_size=batch_size)
     else:
         from model.engine_config import EngineConfig
         from model.vllm_engine import VllmRecommender
 
-        recommender = VllmRecommender(bundle, EngineConfig(beam_width=k, max_batch=batch_size))
+        recommender = VllmRecommender(bundle, EngineConfig(beam_width=beam, max_batch=batch_size))
         settings.update(batch_size=batch_size)
+    settings.update(beam=beam)
     with scope:
         report = evaluate(recommender, examples, split=split, k=k, batch_size=batch_size)
     report.extra.update(settings)

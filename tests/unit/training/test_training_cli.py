@@ -261,7 +261,14 @@ def test_eval_hf_on_cpu_records_device_rows_and_precision(
 
     # auto: bf16 on a CPU with native bf16, fp32 elsewhere
     precision = resolve_precision("auto", "cpu")
-    expected = {"engine": "hf", "device": "cpu", "rows": 3, "precision": precision, "batch_size": 7}
+    expected = {
+        "engine": "hf",
+        "device": "cpu",
+        "rows": 3,
+        "precision": precision,
+        "batch_size": 7,
+        "beam": 5,
+    }
     assert small["extra"] == expected
     assert default["extra"]["rows"] == 64
     assert small["users"] == default["users"] == 20
@@ -312,3 +319,11 @@ def test_eval_and_baseline_refuse_zero_k_and_users(
     code, output = run_genrec(command, *target, "--data", str(data_dir), option, "0")
     assert code == 2, output
     assert mentions(output, option)
+
+
+def test_eval_refuses_a_beam_narrower_than_k(data_dir: Path, tmp_path: Path) -> None:
+    code, output = run_genrec(
+        "eval", "--artifacts", str(tmp_path), "--data", str(data_dir), "--k", "20", "--beam", "10"
+    )
+    assert code == 2
+    assert mentions(output, "--beam")
