@@ -47,6 +47,7 @@ from service.recommend import (
     InvalidRequest,
     RecommendService,
     UnknownItems,
+    UserDeleted,
     local_engine,
 )
 from service.render import RecommendResult, Source
@@ -342,6 +343,14 @@ def create_app(
         known = {i: item.title for i in ids if (item := service.catalog.get(i)) is not None}
         items = [HistoryItem(item_id=i, title=known.get(i)) for i in ids]
         return UserHistory(user_id=user_id, items=items)
+
+    @api.delete("/users/{user_id}", response_model=UserDeleted)
+    async def delete_user(
+        service: Service, user_id: Annotated[str, Path(min_length=1, max_length=USER_ID_MAX_LEN)]
+    ) -> UserDeleted:
+        """Delete the user's history and cached lists (a privacy request); later requests for the
+        user get popular items until new events arrive. Idempotent."""
+        return await service.forget_user(user_id)
 
     @api.get("/items/{item_id}", response_model=ItemInfo, responses={404: {"model": ErrorBody}})
     async def item(

@@ -179,3 +179,7 @@ class RecommendationCache:
         async with self._client.pipeline(transaction=True) as pipe:
             self.queue_invalidate(pipe, [user_id])
             await pipe.execute()
+
+    def queue_forget(self, pipe: Pipeline, user_id: str) -> None:
+        """Add the deletion of the user's live and stale lists to a pipeline (a privacy request)."""
+        pipe.delete(self.key(user_id), self.stale_key(user_id))

@@ -62,6 +62,14 @@ class EventsAccepted(BaseModel):
     users: int
 
 
+class UserDeleted(BaseModel):
+    """What ``DELETE /v1/users/{user_id}`` removed (zeros for an unknown user)."""
+
+    user_id: str
+    history_items: int
+    cached_lists: int  # the current model version's live and stale lists
+
+
 # Why an answer is degraded, as API clients see it: a short public reason. The details (the
 # engine's address, the exception) go to the log, never into a response.
 CACHE_DOWN = "Redis unavailable"
@@ -200,6 +208,21 @@ class RecommendService:
             for item in self.catalog.most_popular(k + len(seen))
         ]
         return Recommendation(user_id, "fallback", _unseen(popular, seen)[:k], degraded)
+
+    async def forget_user(self, user_id: str) -> UserDeleted:
+        """Delete the user's history and cached lists in one transaction (a privacy request).
+
+        Lists of earlier model versions are not looked for (that needs a keyspace scan); they
+        expire within CACHE_TTL_S. A list being computed meanwhile is not written back: its
+        write checks the history's length, which is now 0.
+        """
+        async with self.cache.client.pipeline(transaction=True) as pipe:
+            pipe.llen(history_key(user_id))
+            pipe.delete(history_key(user_id))
+            self.cache.queue_forget(pipe, user_id)
+            items, _, lists = await pipe.execute()
+        logger.info("user %s deleted: %d history items, %d cached lists", user_id, items, lists)
+        return UserDeleted(user_id=user_id, history_items=int(items), cached_lists=int(lists))
 
     async def record_events(self, events: Sequence[Event]) -> EventsAccepted:
         """Append the events to their users' histories and invalidate those users' cached lists,

@@ -316,3 +316,22 @@ async def test_with_an_api_key_the_docs_follow_docs_public(
         for path in ("/docs", "/openapi.json"):
             assert (await http.get(path)).status_code == status
             assert (await http.get(path, headers={"X-API-Key": "s3cret"})).status_code == 200
+
+
+async def test_delete_user_removes_history_and_lists(
+    client: httpx.AsyncClient, history: HistoryStore, cache: RecommendationCache
+) -> None:
+    await history.set_many({"u1": ["i0", "i1"], "u2": ["i3"]})
+    assert (await client.get("/v1/recommend", params={"user_id": "u1"})).json()["source"] == "model"
+    await client.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i5"}]})  # -> stale list
+    assert (await client.get("/v1/recommend", params={"user_id": "u1"})).json()["source"] == "model"
+    response = await client.delete("/v1/users/u1")
+    assert response.status_code == 200
+    assert response.json() == {"user_id": "u1", "history_items": 3, "cached_lists": 2}
+    assert await history.get_all("u1") == []
+    assert await cache.get("u1") is None
+    assert await cache.client.exists(cache.stale_key("u1")) == 0
+    assert (await client.get("/v1/recommend", params={"user_id": "u1"})).json()["source"] == "fallback"
+    assert await history.get_all("u2") == ["i3"]  # nobody else touched
+    again = await client.delete("/v1/users/u1")
+    assert again.json() == {"user_id": "u1", "history_items": 0, "cached_lists": 0}
