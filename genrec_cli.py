@@ -82,7 +82,6 @@ def recommend_batch(
     from model.vllm_engine import VllmRecommender
     from service.batch import recommend_to_jsonl
 
-    logging.basicConfig(level=logging.INFO, format=service_cli.LOG_FORMAT)
     try:
         total = service_cli.count_histories(input)
         if total == 0:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 logger = logging.getLogger("genrec.progress")
 
 DEFAULT_LOG_INTERVAL_S = 30.0
-LOG_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+PROGRESS_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
 class LoggedProgress(tqdm):  # type: ignore[type-arg]
@@ -31,7 +31,7 @@ class LoggedProgress(tqdm):  # type: ignore[type-arg]
         self._interval = log_interval_s
         self._last_logged = -float("inf")
         self._logged_end = False
-        kwargs.setdefault("bar_format", LOG_FORMAT)
+        kwargs.setdefault("bar_format", PROGRESS_FORMAT)
         super().__init__(*args, file=io.StringIO(), **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 import redis.asyncio as redis
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CollectorRegistry, Counter
@@ -51,6 +52,7 @@ from service.recommend import (
     local_engine,
 )
 from service.render import RecommendResult, Source
+from service.request_id import RequestIdMiddleware
 from service.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -401,6 +403,15 @@ def create_app(
     add_local_docs(app, authorize if docs_need_key else None)
     app.add_route(METRICS_PATH, metrics_endpoint(registry), include_in_schema=False)
     app.add_middleware(RequestMetrics, registry=registry, skip_paths=frozenset({METRICS_PATH}))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response carries the id
     return app
 
 

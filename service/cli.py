@@ -27,11 +27,12 @@ from service.engine_runner import Engine
 from service.history import HistoryStore
 from service.precompute import PrecomputeFailed, PrecomputeSummary, StoredUsers, precompute
 from service.redis_server import EmbeddedRedis
+from service.request_id import RequestIdFilter
 from service.settings import Settings, environment_help, get_settings
 
 logger = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1  # a good run that stopped part-way (engine, Redis): run it again to resume
 HISTORIES_HELP = 'JSONL, one {"user_id": str, "history": \\[item_id, ...]} per line'
@@ -249,7 +250,11 @@ def precompute_cli(
 
 
 def configure_logging(level: str) -> None:
+    """Log lines to stderr, each with the id of the request it was written for (or ``-``)."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     api_key: str | None = None
     # With API_KEY set: true leaves /docs and /openapi.json open to anyone, false needs the key.
     docs_public: bool = False
+    # Browser origins allowed to call the API (CORS), as a JSON list, e.g. ["https://shop.example"];
+    # empty: no CORS headers (same-origin pages such as /ui need none).
+    cors_origins: list[str] = Field(default_factory=list)
 
     # Engine knobs, passed through to model.engine_config.EngineConfig; None = the device's default
     # (CPU: 16 users per batch, all cores, eager; GPU: 256 users per batch, compiled).

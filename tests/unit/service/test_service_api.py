@@ -335,3 +335,43 @@ async def test_delete_user_removes_history_and_lists(
     assert await history.get_all("u2") == ["i3"]  # nobody else touched
     again = await client.delete("/v1/users/u1")
     assert again.json() == {"user_id": "u1", "history_items": 0, "cached_lists": 0}
+
+
+async def test_every_response_carries_a_request_id_that_reaches_the_logs(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from service.request_id import RequestIdFilter
+
+    fresh = await client.get("/v1/recommend", params={"user_id": "u1"})
+    made = fresh.headers["x-request-id"]
+    assert len(made) == 32
+    other = await client.get("/v1/recommend", params={"user_id": "u1"})
+    assert other.headers["x-request-id"] != made
+    caplog.handler.addFilter(RequestIdFilter())
+    caplog.set_level(logging.INFO)
+    echoed = await client.delete("/v1/users/u7", headers={"X-Request-ID": "client-abc.123"})
+    assert echoed.headers["x-request-id"] == "client-abc.123"
+    deleted = [r for r in caplog.records if "user u7 deleted" in r.getMessage()]
+    assert [r.request_id for r in deleted] == ["client-abc.123"]  # type: ignore[attr-defined]
+    bad = await client.get("/health/live", headers={"X-Request-ID": "x" * 500})
+    assert len(bad.headers["x-request-id"]) == 32  # an unusable id is replaced, not echoed
+    error = await client.get("/v1/recommend")  # a 422 has one too
+    assert error.status_code == 422 and "x-request-id" in error.headers
+
+
+async def test_cors_is_off_by_default_and_a_setting(settings: Settings, recommender: HashRecommender) -> None:
+    preflight = {"Origin": "https://shop.example", "Access-Control-Request-Method": "GET"}
+    async with open_client(create_app(settings, recommender)) as http:
+        plain = await http.get("/health/live", headers={"Origin": "https://shop.example"})
+        assert "access-control-allow-origin" not in plain.headers
+    allowed = settings.model_copy(update={"cors_origins": ["https://shop.example"]})
+    async with open_client(create_app(allowed, recommender)) as http:
+        response = await http.options("/v1/recommend", headers=preflight)
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "https://shop.example"
+        hit = await http.get("/health/live", headers={"Origin": "https://shop.example"})
+        assert "X-Request-ID" in hit.headers["access-control-expose-headers"]
+        other = await http.options("/v1/recommend", headers={**preflight, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import httpx
 import pytest
@@ -69,7 +70,9 @@ async def test_health(client: httpx.AsyncClient) -> None:
     assert live.status_code == 200 and live.json() == {"status": "ok"}
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "redis": "ok", "model": "ok", "model_version": "test-v1"}
+    assert ready.json() == {
+        "status": "ready", "redis": "ok", "model": "ok", "model_version": "test-v1", "pid": os.getpid()
+    }  # fmt: skip
 
 
 async def test_metrics_count_sources(client: httpx.AsyncClient, history: HistoryStore) -> None:

@@ -4,6 +4,7 @@ EngineClient, and the API's behaviour while the engine process is down and after
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import httpx
@@ -53,6 +54,7 @@ async def test_engine_service_answers_recommend_rank_and_info(
                 assert (await http.get("/health/ready")).json() == {
                     "status": "ready",
                     "model_version": MODEL_VERSION,
+                    "pid": os.getpid(),  # the live server runs in this process
                 }
                 assert "genrec_engine_batch_size_count" in (await http.get("/metrics")).text
         finally:
