@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 USER_ID_MAX_LEN = 256
 MAX_EVENTS = 1000
+MAX_BATCH_USERS = 100  # users per POST /v1/recommend:batch: a few engine batches at most
 METRICS_PATH = "/metrics"
 API_VERSION = "v1"
 
@@ -89,6 +90,22 @@ class RecommendQuery(BaseModel):
     user_id: str = Field(min_length=1, max_length=USER_ID_MAX_LEN, description="the user")
     k: int | None = Field(default=None, description="list length, 1..MAX_K (default DEFAULT_K)")
     exclude_seen: bool = Field(default=True, description="leave out items already in the user's history")
+
+
+class BatchRecommendQuery(BaseModel):
+    """The body of ``POST /v1/recommend:batch``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_ids: list[Annotated[str, Field(min_length=1, max_length=USER_ID_MAX_LEN)]] = Field(
+        min_length=1, max_length=MAX_BATCH_USERS, description=f"1..{MAX_BATCH_USERS} users"
+    )
+    k: int | None = Field(default=None, description="list length, 1..MAX_K (default DEFAULT_K)")
+    exclude_seen: bool = Field(default=True, description="leave out items already in each user's history")
+
+
+class BatchRecommendResult(BaseModel):
+    results: list[RecommendResult] = Field(description="one per requested user, in request order")
 
 
 def query_parameters(model: type[BaseModel]) -> list[dict[str, object]]:
@@ -313,6 +330,20 @@ def create_app(
         response_model=RecommendResult,
         openapi_extra={"parameters": query_parameters(RecommendQuery)},
     )
+
+    @api.post("/recommend:batch", response_model=BatchRecommendResult)
+    async def recommend_batch(service: Service, query: BatchRecommendQuery) -> Response:
+        """Top-k for many users in one call, each answered as `GET /v1/recommend` would answer it
+        (cache, model or fallback); the users' cache misses reach the engine together."""
+        k = settings.default_k if query.k is None else query.k
+        service.check_k(k)
+        results = await asyncio.gather(
+            *(service.recommend(user_id, k, exclude_seen=query.exclude_seen) for user_id in query.user_ids)
+        )
+        for result in results:
+            served_by[result.source].inc()
+        body = b'{"results":[' + b",".join(service.render(result) for result in results) + b"]}"
+        return Response(body, media_type="application/json")
 
     @api.post("/rank", response_model=RecommendResult)
     async def rank(service: Service, query: RankQuery) -> Response:

@@ -375,3 +375,37 @@ async def test_cors_is_off_by_default_and_a_setting(settings: Settings, recommen
         assert "X-Request-ID" in hit.headers["access-control-expose-headers"]
         other = await http.options("/v1/recommend", headers={**preflight, "Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_batch_recommend_answers_each_user_as_the_single_endpoint_does(
+    client: httpx.AsyncClient, history: HistoryStore
+) -> None:
+    await history.set_many({"u1": ["i0", "i1"], "u2": ["i3"]})
+    body = {"user_ids": ["u1", "nobody", "u2", "u1"], "k": 4}
+    response = await client.post("/v1/recommend:batch", json=body)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["user_id"] for r in results] == ["u1", "nobody", "u2", "u1"]
+    assert results[1]["source"] == "fallback"
+    for result in results:
+        single = (await client.get("/v1/recommend", params={"user_id": result["user_id"], "k": 4})).json()
+        assert [i["item_id"] for i in result["items"]] == [i["item_id"] for i in single["items"]]
+        assert len(result["items"]) <= 4
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"user_ids": []}, "user_ids: List should have at least 1 item"),
+        ({"user_ids": ["u"] * 101}, "user_ids: List should have at most 100"),
+        ({"user_ids": ["u"], "k": 0}, "k must be between 1 and"),
+        ({"user_ids": [""]}, "user_ids.0"),
+        ({"user_ids": ["u"], "users": 1}, "users: Extra inputs"),
+    ],
+)
+async def test_batch_recommend_refuses_bad_bodies(
+    client: httpx.AsyncClient, body: dict[str, object], message: str
+) -> None:
+    response = await client.post("/v1/recommend:batch", json=body)
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
