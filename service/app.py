@@ -51,7 +51,7 @@ from service.recommend import (
     UserDeleted,
     local_engine,
 )
-from service.render import RecommendResult, Source
+from service.render import RecommendResult, SimilarItemsResult, Source
 from service.request_id import RequestIdMiddleware
 from service.settings import Settings, get_settings
 
@@ -384,6 +384,23 @@ def create_app(
         """Delete the user's history and cached lists (a privacy request); later requests for the
         user get popular items until new events arrive. Idempotent."""
         return await service.forget_user(user_id)
+
+    @api.get(
+        "/items/{item_id}/similar", response_model=SimilarItemsResult, responses={404: {"model": ErrorBody}}
+    )
+    async def similar_items(
+        service: Service,
+        item_id: Annotated[str, Path(min_length=1, max_length=256)],
+        k: Annotated[int | None, Query(description="list length, 1..MAX_K (default DEFAULT_K)")] = None,
+    ) -> Response:
+        """Items like this one, by the model: its top-k for a history of this one item (the item
+        left out), cached per item and model version; 404 for an item outside the catalog."""
+        try:
+            result = await service.similar(item_id, settings.default_k if k is None else k)
+        except UnknownItems as exc:
+            return _error(404, str(exc))
+        served_by[result.source].inc()
+        return Response(service.render(result, "item_id"), media_type="application/json")
 
     @api.get("/items/{item_id}", response_model=ItemInfo, responses={404: {"model": ErrorBody}})
     async def item(

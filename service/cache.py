@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 TOPK_KEY = "genrec:{model_version}:topk:{user_id}"
 STALE_KEY = "genrec:{model_version}:stale:{user_id}"
+# items like an item: the model's list for a history of that one item (no user, no invalidation)
+SIMILAR_KEY = "genrec:{model_version}:similar:{item_id}"
 
 # KEYS: history list, top-K key; ARGV: expected history length, entry, TTL seconds.
 PUT_IF_HISTORY_LEN = """
@@ -183,3 +185,13 @@ class RecommendationCache:
     def queue_forget(self, pipe: Pipeline, user_id: str) -> None:
         """Add the deletion of the user's live and stale lists to a pipeline (a privacy request)."""
         pipe.delete(self.key(user_id), self.stale_key(user_id))
+
+    def similar_key(self, item_id: str) -> str:
+        return SIMILAR_KEY.format(model_version=self.model_version, item_id=item_id)
+
+    async def get_similar(self, item_id: str) -> CachedList | None:
+        key = self.similar_key(item_id)
+        return await self._parse(key, await self._client.get(key))
+
+    async def put_similar(self, item_id: str, entry: CachedList) -> None:
+        await self._client.set(self.similar_key(item_id), encode_entry(entry), ex=self.ttl_s)

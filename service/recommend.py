@@ -122,9 +122,9 @@ class RecommendService:
         if not 1 <= k <= self.settings.max_k:
             raise InvalidRequest(f"k must be between 1 and {self.settings.max_k}, got {k}")
 
-    def render(self, result: Recommendation) -> bytes:
-        """The ``RecommendResult`` JSON of ``result``."""
-        return self.renderer.render(result)
+    def render(self, result: Recommendation, subject: str = "user_id") -> bytes:
+        """The ``RecommendResult`` JSON of ``result`` (``SimilarItemsResult`` with "item_id")."""
+        return self.renderer.render(result, subject)
 
     async def recommend(self, user_id: str, k: int, *, exclude_seen: bool = True) -> Recommendation:
         """Top-``k`` for ``user_id``; raises only InvalidRequest.
@@ -208,6 +208,35 @@ class RecommendService:
             for item in self.catalog.most_popular(k + len(seen))
         ]
         return Recommendation(user_id, "fallback", _unseen(popular, seen)[:k], degraded)
+
+    async def similar(self, item_id: str, k: int) -> Recommendation:
+        """Items like ``item_id``: the model's top-``k`` for a history of that one item, the item
+        itself left out; cached per item like user lists. The answer's ``user_id`` is the item.
+
+        Raises InvalidRequest and UnknownItems. With Redis or the model down the answer is the
+        popularity fallback, marked degraded.
+        """
+        self.check_k(k)
+        if item_id not in self.catalog:
+            raise UnknownItems([item_id], "no list for an item outside the catalog")
+        try:
+            cached = await self.cache.get_similar(item_id)
+        except RedisError as exc:
+            logger.warning("Redis unavailable (%r): popular items like %s", exc, item_id)
+            return self._popular(item_id, k, {item_id}, degraded=CACHE_DOWN)
+        if cached is not None:
+            return Recommendation(item_id, "cache", cached.visible(True)[:k])
+        try:
+            [top] = await self.engine.run([[item_id]], self.settings.max_k)
+        except Exception as exc:
+            logger.error("model unavailable for items like %s: %s", item_id, exc)
+            return self._popular(item_id, k, {item_id}, degraded=MODEL_DOWN)
+        entry = CachedList.of(top, [item_id])
+        try:
+            await self.cache.put_similar(item_id, entry)
+        except RedisError as exc:
+            logger.warning("could not cache the items like %s: %r", item_id, exc)
+        return Recommendation(item_id, "model", entry.visible(True)[:k])
 
     async def forget_user(self, user_id: str) -> UserDeleted:
         """Delete the user's history and cached lists in one transaction (a privacy request).

@@ -33,6 +33,14 @@ class RecommendedItem(BaseModel):
     )
 
 
+class SimilarItemsResult(BaseModel):
+    item_id: str
+    model_version: str
+    source: Source
+    items: list[RecommendedItem]
+    degraded: str | None = None
+
+
 class RecommendResult(BaseModel):
     user_id: str
     model_version: str
@@ -64,7 +72,8 @@ class ResultRenderer:
         }
         self._version = json.dumps(model_version)
 
-    def render(self, result: Recommendation) -> bytes:
+    def render(self, result: Recommendation, subject: str = "user_id") -> bytes:
+        """``subject`` names ``result.user_id``'s field: "item_id" for the items like an item."""
         # one meaning for score: the model's; a fallback list is in popularity order, unscored
         scored = result.source != "fallback"
         parts = []
@@ -79,6 +88,6 @@ class ResultRenderer:
         items = ",".join(parts)
         degraded = "null" if result.degraded is None else json.dumps(result.degraded)
         return (
-            f'{{"user_id":{json.dumps(result.user_id)},"model_version":{self._version},'
+            f'{{"{subject}":{json.dumps(result.user_id)},"model_version":{self._version},'
             f'"source":"{result.source}","items":[{items}],"degraded":{degraded}}}'
         ).encode()

@@ -409,3 +409,21 @@ async def test_batch_recommend_refuses_bad_bodies(
     response = await client.post("/v1/recommend:batch", json=body)
     assert response.status_code == 422
     assert message in response.json()["detail"]
+
+
+async def test_similar_items_come_from_the_model_and_are_cached(
+    client: httpx.AsyncClient, recommender: HashRecommender, cache: RecommendationCache
+) -> None:
+    first = await client.get("/v1/items/i3/similar", params={"k": 5})
+    assert first.status_code == 200
+    body = first.json()
+    assert body["item_id"] == "i3" and body["source"] == "model"
+    ids = [item["item_id"] for item in body["items"]]
+    expected = [i.item_id for i in recommender.top_k(["i3"], 20) if i.item_id != "i3"][:5]
+    assert ids == expected and "i3" not in ids
+    assert all(isinstance(item["score"], float) for item in body["items"])
+    assert await cache.get_similar("i3") is not None
+    again = (await client.get("/v1/items/i3/similar", params={"k": 5})).json()
+    assert again["source"] == "cache" and [i["item_id"] for i in again["items"]] == ids
+    assert (await client.get("/v1/items/nope/similar")).status_code == 404
+    assert (await client.get("/v1/items/i3/similar", params={"k": 0})).status_code == 422
