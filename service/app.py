@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 USER_ID_MAX_LEN = 256
 MAX_EVENTS = 1000
+MAX_EXCLUDE = 100  # item ids one request may filter out
 MAX_BATCH_USERS = 100  # users per POST /v1/recommend:batch: a few engine batches at most
 METRICS_PATH = "/metrics"
 API_VERSION = "v1"
@@ -90,6 +91,17 @@ class RecommendQuery(BaseModel):
     user_id: str = Field(min_length=1, max_length=USER_ID_MAX_LEN, description="the user")
     k: int | None = Field(default=None, description="list length, 1..MAX_K (default DEFAULT_K)")
     exclude_seen: bool = Field(default=True, description="leave out items already in the user's history")
+    exclude: str | None = Field(
+        default=None,
+        max_length=MAX_EXCLUDE * 257,
+        description=f"comma-separated item ids to leave out (up to {MAX_EXCLUDE}; unknown ids are ignored)",
+    )
+
+    def excluded(self) -> frozenset[str]:
+        ids = frozenset(i for i in (self.exclude or "").split(",") if i)
+        if len(ids) > MAX_EXCLUDE:
+            raise InvalidRequest(f"exclude: at most {MAX_EXCLUDE} item ids, got {len(ids)}")
+        return ids
 
 
 class BatchRecommendQuery(BaseModel):
@@ -316,7 +328,9 @@ def create_app(
             return _error(422, validation_message(exc))
         service = await service_of(request)
         k = settings.default_k if query.k is None else query.k
-        result = await service.recommend(query.user_id, k, exclude_seen=query.exclude_seen)
+        result = await service.recommend(
+            query.user_id, k, exclude_seen=query.exclude_seen, exclude=query.excluded()
+        )
         served_by[result.source].inc()
         return Response(service.render(result), media_type="application/json")
 

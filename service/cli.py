@@ -106,8 +106,10 @@ def check_precompute_args(settings: Settings, k: int, batch_size: int) -> None:
     """Reject what would fail later, before the input is read or the model loaded (seconds vs minutes)."""
     if settings.redis_url is None:
         raise RuntimeError("REDIS_URL is not set: precompute needs the Redis server the service will read")
-    if not 1 <= k <= settings.max_k:
-        raise ValueError(f"k must be between 1 and max_k={settings.max_k} (MAX_K), got {k}")
+    if not 1 <= k <= settings.list_len:
+        raise ValueError(
+            f"k must be between 1 and {settings.list_len} (MAX_K + CACHE_EXTRA, the cached list), got {k}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
 
@@ -224,7 +226,7 @@ def precompute_cli(
     """
     settings = get_settings()
     configure_logging(settings.log_level)
-    k = k if k is not None else settings.max_k
+    k = k if k is not None else settings.list_len
     batch_size = batch_size if batch_size is not None else settings.precompute_batch_size
     bad_input: tuple[type[Exception], ...] = (HistoryFileError, ValueError, RuntimeError, *input_errors)
     try:
@@ -326,7 +328,7 @@ RESTART_HELP = "ignore the checkpoint of an interrupted run of the same job and 
 FROM_STORE_HELP = (
     "precompute every user whose history is in Redis (genrec:hist:*), e.g. to refresh a deployment"
 )
-K_HELP = "list length to cache (default: MAX_K)"
+K_HELP = "list length to cache (default: MAX_K + CACHE_EXTRA, what the API caches on a miss)"
 BATCH_SIZE_HELP = "users per engine call (default: PRECOMPUTE_BATCH_SIZE)"
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
@@ -95,7 +95,7 @@ def local_engine(recommender: Recommender, settings: Settings) -> ModelRunner:
     )
 
 
-def _unseen(items: Sequence[ScoredItem], seen: set[str]) -> list[ScoredItem]:
+def _unseen(items: Sequence[ScoredItem], seen: Set[str]) -> list[ScoredItem]:
     return [item for item in items if item.item_id not in seen] if seen else list(items)
 
 
@@ -126,29 +126,32 @@ class RecommendService:
         """The ``RecommendResult`` JSON of ``result`` (``SimilarItemsResult`` with "item_id")."""
         return self.renderer.render(result, subject)
 
-    async def recommend(self, user_id: str, k: int, *, exclude_seen: bool = True) -> Recommendation:
+    async def recommend(
+        self, user_id: str, k: int, *, exclude_seen: bool = True, exclude: frozenset[str] = frozenset()
+    ) -> Recommendation:
         """Top-``k`` for ``user_id``; raises only InvalidRequest.
 
-        With ``exclude_seen`` items already in the user's history are left out, so the list can
-        be shorter than ``k`` when the history overlaps the cached top-``max_k``.
+        With ``exclude_seen`` items already in the user's history are left out, and so are the
+        ``exclude`` ids; the cache holds ``list_len`` (MAX_K + CACHE_EXTRA) items so that the
+        list keeps ``k`` unless the filters remove more than CACHE_EXTRA of them.
         """
         self.check_k(k)
         try:
             cached = await self.cache.get(user_id)
             if cached is not None:
-                return Recommendation(user_id, "cache", cached.visible(exclude_seen)[:k])
+                return Recommendation(user_id, "cache", _unseen(cached.visible(exclude_seen), exclude)[:k])
             history, stale = await self._history_and_stale(user_id)
         except RedisError as exc:
             logger.warning("Redis unavailable (%r): popular items for user %s", exc, user_id)
-            return self._popular(user_id, k, set(), degraded=CACHE_DOWN)
-        seen = set(history) if exclude_seen else set()
+            return self._popular(user_id, k, set(exclude), degraded=CACHE_DOWN)
+        seen = (set(history) if exclude_seen else set()) | exclude
         known, skipped = usable_history(history, self.catalog, self.settings.history_len)
         if skipped:
             logger.info("user %s: skipped %d history item(s) unknown to the catalog", user_id, skipped)
         if not known:
             return self._popular(user_id, k, seen)
         try:
-            [top] = await self.engine.run([known], self.settings.max_k)
+            [top] = await self.engine.run([known], self.settings.list_len)
         except Exception as exc:  # a timeout, a failed or unreachable engine: answer anyway
             logger.error("model unavailable for user %s: %s", user_id, exc)
             if stale is not None:
@@ -159,7 +162,7 @@ class RecommendService:
             await self.cache.put_unless_history_changed(user_id, entry, history_key(user_id), len(history))
         except RedisError as exc:
             logger.warning("could not cache the list of user %s: %r", user_id, exc)
-        return Recommendation(user_id, "model", entry.visible(exclude_seen)[:k])
+        return Recommendation(user_id, "model", _unseen(entry.visible(exclude_seen), exclude)[:k])
 
     async def _history_and_stale(self, user_id: str) -> tuple[list[str], CachedList | None]:
         """The user's whole history and last invalidated list, in one round trip (miss path only)."""
@@ -227,7 +230,7 @@ class RecommendService:
         if cached is not None:
             return Recommendation(item_id, "cache", cached.visible(True)[:k])
         try:
-            [top] = await self.engine.run([[item_id]], self.settings.max_k)
+            [top] = await self.engine.run([[item_id]], self.settings.list_len)
         except Exception as exc:
             logger.error("model unavailable for items like %s: %s", item_id, exc)
             return self._popular(item_id, k, {item_id}, degraded=MODEL_DOWN)

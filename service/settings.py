@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     default_k: int = Field(default=10, ge=1)
     # The cache holds each user's top max_k; requests with k in 1..max_k slice it.
     max_k: int = Field(default=20, ge=1)
+    # The cache holds max_k + cache_extra items per user, so that exclude_seen and exclude= filters
+    # still leave k items (users' histories overlap their lists); the engine's beam covers them.
+    cache_extra: int = Field(default=10, ge=0)
     # Items of history fed to the model (the literature's protocol uses 20).
     history_len: int = Field(default=20, ge=1)
     host: str = "0.0.0.0"
@@ -55,7 +58,7 @@ class Settings(BaseSettings):
     # Engine knobs, passed through to model.engine_config.EngineConfig; None = the device's default
     # (CPU: 16 users per batch, all cores, eager; GPU: 256 users per batch, compiled).
     engine_device: Literal["cpu", "cuda"] = "cpu"
-    engine_beam_width: int | None = Field(default=None, ge=1)  # None -> max_k
+    engine_beam_width: int | None = Field(default=None, ge=1)  # None -> list_len
     engine_max_batch: int | None = Field(default=None, ge=1)
     engine_threads: int | None = Field(default=None, ge=1)
     engine_kv_cache_gb: float = Field(default=2.0, gt=0)
@@ -85,9 +88,14 @@ class Settings(BaseSettings):
         ).resolved()
 
     @property
+    def list_len(self) -> int:
+        """How many items the cache holds per user (and the engine computes per miss)."""
+        return self.max_k + self.cache_extra
+
+    @property
     def beam_width(self) -> int:
-        """The engine's beam width; by default max_k, the length of the list the cache holds per user."""
-        return self.engine_beam_width if self.engine_beam_width is not None else self.max_k
+        """The engine's beam width; by default list_len, the length of the list the cache holds."""
+        return self.engine_beam_width if self.engine_beam_width is not None else self.list_len
 
 
 @lru_cache(maxsize=1)

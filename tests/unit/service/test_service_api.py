@@ -427,3 +427,26 @@ async def test_similar_items_come_from_the_model_and_are_cached(
     assert again["source"] == "cache" and [i["item_id"] for i in again["items"]] == ids
     assert (await client.get("/v1/items/nope/similar")).status_code == 404
     assert (await client.get("/v1/items/i3/similar", params={"k": 0})).status_code == 422
+
+
+async def test_exclude_filters_every_source_and_k_survives_the_filters(
+    client: httpx.AsyncClient, history: HistoryStore, settings: Settings
+) -> None:
+    await history.set_many({"u1": [f"i{n}" for n in range(5)]})
+    full = (await client.get("/v1/recommend", params={"user_id": "u1", "k": 10})).json()
+    assert full["source"] == "model" and len(full["items"]) == 10  # 5 seen items did not cost any
+    drop = [item["item_id"] for item in full["items"][:3]]
+    for attempt in ("cache", "cache"):
+        body = (
+            await client.get("/v1/recommend", params={"user_id": "u1", "k": 10, "exclude": ",".join(drop)})
+        ).json()
+        assert body["source"] == attempt
+        ids = [item["item_id"] for item in body["items"]]
+        assert len(ids) == 10 and not set(ids) & set(drop)
+        assert ids[:7] == [item["item_id"] for item in full["items"][3:]]
+    cold = (await client.get("/v1/recommend", params={"user_id": "new", "k": 3, "exclude": "i0,i1"})).json()
+    assert cold["source"] == "fallback"
+    assert not {"i0", "i1"} & {item["item_id"] for item in cold["items"]} and len(cold["items"]) == 3
+    too_many = ",".join(f"i{n}" for n in range(101))
+    refused = await client.get("/v1/recommend", params={"user_id": "u1", "exclude": too_many})
+    assert refused.status_code == 422 and "at most 100" in refused.json()["detail"]

@@ -93,8 +93,8 @@ def test_run_precompute_fills_redis(tmp_path: Path, redis_url: str, recommender:
 def test_run_precompute_needs_redis_url_and_valid_k(recommender: HashRecommender, redis_url: str) -> None:
     with pytest.raises(RuntimeError, match="REDIS_URL is not set"):
         run_precompute(Settings(redis_url=None), [], 5, 8, recommender=recommender)
-    with pytest.raises(ValueError, match="k must be between 1 and max_k=20"):
-        run_precompute(Settings(redis_url=redis_url), [], 21, 8, recommender=recommender)
+    with pytest.raises(ValueError, match=r"k must be between 1 and 30 \(MAX_K \+ CACHE_EXTRA"):
+        run_precompute(Settings(redis_url=redis_url), [], 31, 8, recommender=recommender)
 
 
 @pytest.fixture
@@ -144,8 +144,16 @@ def test_precompute_command_needs_exactly_one_input(cli_env: pytest.MonkeyPatch,
     ("env", "args", "message"),
     [
         ({"REDIS_URL": None}, ["--from-store"], "REDIS_URL is not set"),
-        ({}, ["--from-store", "--k", "21"], "k must be between 1 and max_k=20 (MAX_K), got 21"),
-        ({"MAX_K": "10"}, ["--from-store", "--k", "0"], "k must be between 1 and max_k=10"),
+        (
+            {},
+            ["--from-store", "--k", "31"],
+            "k must be between 1 and 30 (MAX_K + CACHE_EXTRA, the cached list), got 31",
+        ),
+        (
+            {"MAX_K": "10", "CACHE_EXTRA": "0"},
+            ["--from-store", "--k", "0"],
+            "k must be between 1 and 10 (MAX_K",
+        ),
         ({}, ["--histories", "absent.jsonl"], "absent.jsonl: cannot read histories file"),
         ({"REDIS_URL": "redis://127.0.0.1:1/0"}, ["--from-store"], "cannot reach Redis at REDIS_URL"),
     ],
@@ -214,7 +222,8 @@ def test_settings_come_from_env_case_insensitively(monkeypatch: pytest.MonkeyPat
     assert settings.cache_ttl_s == 120
     assert settings.artifacts == Path("/tmp/bundle")
     assert settings.beam_width == 32
-    assert Settings(engine_beam_width=None, max_k=15).beam_width == 15
+    assert Settings(engine_beam_width=None, max_k=15).beam_width == 25  # the cached list: MAX_K + CACHE_EXTRA
+    assert Settings(engine_beam_width=None, max_k=15, cache_extra=0).beam_width == 15
 
 
 def test_default_k_above_max_k_is_rejected() -> None:

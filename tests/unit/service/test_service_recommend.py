@@ -37,13 +37,15 @@ async def test_miss_runs_the_model_then_hits_the_cache(
     assert len(recommender.calls) == 1  # served without the model
 
 
-async def test_cache_holds_max_k_and_requests_slice_it(
+async def test_cache_holds_list_len_and_requests_slice_it(
     service: RecommendService, history: HistoryStore, cache: RecommendationCache, settings: Settings
 ) -> None:
     await history.set_many({"u1": ["i4"]})
     three = await service.recommend("u1", 3, exclude_seen=False)
     cached = await cache.get("u1")
-    assert cached is not None and len(cached.items) == settings.max_k
+    assert (
+        cached is not None and len(cached.items) == settings.list_len == settings.max_k + settings.cache_extra
+    )
     full = await service.recommend("u1", settings.max_k, exclude_seen=False)
     assert full.source == "cache"
     assert len(full.items) == settings.max_k
