@@ -54,6 +54,7 @@ from service.recommend import (
 from service.render import RecommendResult, SimilarItemsResult, Source
 from service.request_id import RequestIdMiddleware
 from service.settings import Settings, get_settings
+from service.ui import add_ui
 
 logger = logging.getLogger(__name__)
 
@@ -463,6 +464,7 @@ def create_app(
 
     docs_need_key = settings.api_key is not None and not settings.docs_public
     add_local_docs(app, authorize if docs_need_key else None)
+    add_ui(app)
     app.add_route(METRICS_PATH, metrics_endpoint(registry), include_in_schema=False)
     app.add_middleware(RequestMetrics, registry=registry, skip_paths=frozenset({METRICS_PATH}))
     if settings.cors_origins:
