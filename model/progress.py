@@ -24,7 +24,7 @@ DEFAULT_LOG_INTERVAL_S = 30.0
 PROGRESS_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
 
-class LoggedProgress(tqdm):  # type: ignore[type-arg]
+class LoggedProgress(tqdm):
     """tqdm's counters and rates, shown as rate-limited log lines instead of a redrawn bar."""
 
     def __init__(self, *args: Any, log_interval_s: float = DEFAULT_LOG_INTERVAL_S, **kwargs: Any) -> None:
@@ -57,7 +57,7 @@ def log_interval_s() -> float:
         raise ValueError(f"GENREC_PROGRESS_LOG_S must be a number of seconds, got {raw!r}") from None
 
 
-def progress(**kwargs: Any) -> tqdm:  # type: ignore[type-arg]
+def progress(**kwargs: Any) -> tqdm:
     """A progress bar over ``tqdm(**kwargs)`` on a terminal, :class:`LoggedProgress` otherwise."""
     if sys.stderr.isatty():
         return tqdm(**kwargs)

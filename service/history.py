@@ -109,7 +109,7 @@ class HistoryStore:
             )
             for user_id in users
         ]
-        kept = await self._seed_script(  # type: ignore[misc]
+        kept = await self._seed_script(
             keys=[history_key(user_id) for user_id in users], args=[*args, self._max_len or 0]
         )
         return int(kept)

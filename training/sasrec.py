@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from model.cpu_features import resolve_precision
+from model.progress import progress as progress_bar
 from training.data import Example, InteractionData, leave_one_out, sort_item_ids
 from training.metrics import summarize
 
@@ -218,8 +219,8 @@ def train_sasrec(data: InteractionData, config: SasrecConfig, *, progress: bool 
         model.train()
         total, count = 0.0, 0
         batches = _batches(seqs, config.batch_size, config.max_len, rng)
-        bar = progress(
-            batches,
+        bar = progress_bar(
+            iterable=batches,
             total=-(-len(seqs) // config.batch_size),
             desc=f"SASRec epoch {epoch + 1}/{config.epochs}",
             disable=not progress,

@@ -23,7 +23,9 @@ from service.settings import Settings
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium on PATH (apt-get install chromium)")
 # enough virtual time for the page's fetches; --no-sandbox: CI runs as root
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000", "--window-size=1100,900"]
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000", "--window-size=1100,900"
+]  # fmt: skip
 
 
 def _browser(*args: str) -> str:
