@@ -1,34 +1,87 @@
 """User histories in Redis, the model's input for on-demand recommendations.
 
-Key ``genrec:hist:{user_id}`` is a Redis LIST of item ids, oldest first, so appending an
-interaction is one RPUSH and reading the recent past is one LRANGE with a negative start.
+Key ``genrec:hist:{user_id}`` is a Redis LIST of item ids, oldest first, so reading the recent
+past is one LRANGE with a negative start. ``genrec:hist_ts:{user_id}`` is the LIST of their
+times (seconds since the epoch), entry for entry: an event is inserted after the last entry
+not later than it, so one that arrives late (``ts`` 1 after ``ts`` 300) still lands in time
+order. Entries written without a time (a seeded histories file) count as time 0, the oldest.
 Histories are not versioned by model: they are facts about users, not model outputs.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
 HISTORY_KEY = "genrec:hist:{user_id}"
+TIMES_KEY = "genrec:hist_ts:{user_id}"
 
-# KEYS: history keys; ARGV: each user's source history as a JSON array, then max_len (0: none).
-# Pushes in chunks (Lua's unpack has a stack limit); returns the users whose different stored
-# history was kept.
-SEED_SCRIPT = """
-local max_len = tonumber(ARGV[#ARGV])
-local kept = 0
+# Chunked RPUSH of items[from..]: Lua's unpack has a stack limit.
+_PUSH = """
 local function push(key, items, from)
   for i = from, #items, 1000 do
     redis.call('RPUSH', key, unpack(items, i, math.min(i + 999, #items)))
   end
 end
-for k, key in ipairs(KEYS) do
-  local items = cjson.decode(ARGV[k])
-  local stored = redis.call('LRANGE', key, 0, -1)
+"""
+
+# KEYS: history, times; ARGV: max_len (0: none), then item, ts pairs in time order.
+INSERT_SCRIPT = (
+    _PUSH
+    + """
+local hist, times = KEYS[1], KEYS[2]
+local max_len = tonumber(ARGV[1])
+local n = redis.call('LLEN', hist)
+local t = redis.call('LLEN', times)
+if t > n then redis.call('LTRIM', times, t - n, -1) end
+for _ = 1, n - t do redis.call('LPUSH', times, '0') end  -- untimed (seeded) entries: time 0
+for i = 2, #ARGV, 2 do
+  local ts = tonumber(ARGV[i + 1])
+  local pos = n  -- after the last entry not later than ts
+  while pos > 0 and tonumber(redis.call('LINDEX', times, pos - 1)) > ts do pos = pos - 1 end
+  if pos == n then
+    redis.call('RPUSH', hist, ARGV[i])
+    redis.call('RPUSH', times, ARGV[i + 1])
+  else
+    local later_items = redis.call('LRANGE', hist, pos, -1)
+    local later_times = redis.call('LRANGE', times, pos, -1)
+    if pos == 0 then
+      redis.call('DEL', hist, times)
+    else
+      redis.call('LTRIM', hist, 0, pos - 1)
+      redis.call('LTRIM', times, 0, pos - 1)
+    end
+    redis.call('RPUSH', hist, ARGV[i])
+    redis.call('RPUSH', times, ARGV[i + 1])
+    push(hist, later_items, 1)
+    push(times, later_times, 1)
+  end
+  n = n + 1
+end
+if max_len > 0 then
+  redis.call('LTRIM', hist, -max_len, -1)
+  redis.call('LTRIM', times, -max_len, -1)
+end
+return n
+"""
+)
+
+# KEYS: history and times key of each user; ARGV: each user's source history as a JSON array,
+# then max_len (0: none). Returns the users whose different stored history was kept. Items it
+# appends take the time of the last timed entry (the file has none), keeping the times aligned.
+SEED_SCRIPT = (
+    _PUSH
+    + """
+local max_len = tonumber(ARGV[#ARGV])
+local kept = 0
+for k = 1, #KEYS, 2 do
+  local hist, times = KEYS[k], KEYS[k + 1]
+  local items = cjson.decode(ARGV[(k + 1) / 2])
+  local stored = redis.call('LRANGE', hist, 0, -1)
   local n = #stored
   local prefix = n <= #items
   if prefix then
@@ -37,18 +90,31 @@ for k, key in ipairs(KEYS) do
     end
   end
   if prefix then
-    push(key, items, n + 1)
-    if max_len > 0 then redis.call('LTRIM', key, -max_len, -1) end
+    push(hist, items, n + 1)
+    local t = redis.call('LLEN', times)
+    if t > 0 then
+      local last = redis.call('LINDEX', times, -1)
+      for _ = t + 1, #items do redis.call('RPUSH', times, last) end
+    end
+    if max_len > 0 then
+      redis.call('LTRIM', hist, -max_len, -1)
+      redis.call('LTRIM', times, -max_len, -1)
+    end
   else
     kept = kept + 1
   end
 end
 return kept
 """
+)
 
 
 def history_key(user_id: str) -> str:
     return HISTORY_KEY.format(user_id=user_id)
+
+
+def times_key(user_id: str) -> str:
+    return TIMES_KEY.format(user_id=user_id)
 
 
 class HistoryStore:
@@ -60,6 +126,7 @@ class HistoryStore:
         self._client = client
         self._max_len = max_len
         self._seed_script = client.register_script(SEED_SCRIPT)
+        self._insert_script = client.register_script(INSERT_SCRIPT)
 
     async def get(self, user_id: str, limit: int) -> list[str]:
         """The last ``limit`` item ids of the user (oldest first); [] for an unknown user."""
@@ -82,7 +149,7 @@ class HistoryStore:
         async with self._client.pipeline(transaction=True) as pipe:
             for user_id, items in histories.items():
                 key = history_key(user_id)
-                pipe.delete(key)
+                pipe.delete(key, times_key(user_id))
                 kept = list(items)[-self._max_len :] if self._max_len else list(items)
                 if kept:
                     pipe.rpush(key, *kept)
@@ -109,33 +176,51 @@ class HistoryStore:
             )
             for user_id in users
         ]
-        kept = await self._seed_script(
-            keys=[history_key(user_id) for user_id in users], args=[*args, self._max_len or 0]
-        )
+        keys = [key for user_id in users for key in (history_key(user_id), times_key(user_id))]
+        kept = await self._seed_script(keys=keys, args=[*args, self._max_len or 0])
         return int(kept)
 
     async def append_many(
-        self, new_items: Mapping[str, Sequence[str]], *, also: Callable[[Pipeline], None] | None = None
+        self,
+        new_items: Mapping[str, Sequence[str | tuple[str, float]]],
+        *,
+        also: Callable[[Pipeline], None] | None = None,
     ) -> None:
-        """Append to many users' histories and queue ``also``'s writes (the invalidation of their
-        now-stale cached lists) in one MULTI: either every write lands or none does."""
+        """Record many users' interactions and queue ``also``'s writes (the invalidation of their
+        now-stale cached lists) in one MULTI: either every write lands or none does.
+
+        Each interaction is an item id (now) or ``(item_id, ts)``; each goes in at its time, after
+        the entries not later than it (see the module docstring).
+        """
         if not new_items:
             return
+        now = time.time()
         async with self._client.pipeline(transaction=True) as pipe:
-            for user_id, item_ids in new_items.items():
-                if not item_ids:
+            for user_id, interactions in new_items.items():
+                timed = sorted(
+                    ((i, now) if isinstance(i, str) else i for i in interactions), key=lambda e: e[1]
+                )  # stable: equal times keep their order
+                if not timed:
                     continue
-                key = history_key(user_id)
-                pipe.rpush(key, *item_ids)
-                if self._max_len:
-                    pipe.ltrim(key, -self._max_len, -1)
+                args: list[str | float] = [self._max_len or 0]
+                for item_id, ts in timed:
+                    args += [item_id, repr(float(ts))]
+                await self._insert_script(
+                    keys=[history_key(user_id), times_key(user_id)], args=args, client=pipe
+                )
             if also is not None:
                 also(pipe)
             await pipe.execute()
 
     async def append(self, user_id: str, item_ids: Sequence[str]) -> None:
-        """Record new interactions of one user (oldest first), trimming to ``max_len`` when set."""
+        """Record new interactions of one user (oldest first, now), trimming to ``max_len`` when set."""
         await self.append_many({user_id: item_ids})
+
+    async def get_times(self, user_id: str) -> list[float]:
+        """The times of the user's entries (0 for untimed ones), aligned with :meth:`get_all`."""
+        n = await self._client.llen(history_key(user_id))
+        times = [float(t) for t in await self._client.lrange(times_key(user_id), 0, -1)][-n:] if n else []
+        return [0.0] * (n - len(times)) + times
 
     async def get_all(self, user_id: str) -> list[str]:
         """Everything the store keeps for the user, oldest first."""

@@ -13,7 +13,7 @@ invalidated list (stale) or the fallback, each marked ``degraded``.
 from __future__ import annotations
 
 import logging
-import math
+import time
 from collections.abc import Sequence, Set
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +23,7 @@ from model.catalog import Catalog
 from model.recommender import Recommender, ScoredItem
 from service.cache import CachedList, RecommendationCache
 from service.engine_runner import Engine, ModelRunner
-from service.history import HistoryStore, history_key, parse_items
+from service.history import HistoryStore, history_key, parse_items, times_key
 from service.render import Recommendation, ResultRenderer, Source
 from service.settings import Settings
 
@@ -250,7 +250,7 @@ class RecommendService:
         """
         async with self.cache.client.pipeline(transaction=True) as pipe:
             pipe.llen(history_key(user_id))
-            pipe.delete(history_key(user_id))
+            pipe.delete(history_key(user_id), times_key(user_id))
             self.cache.queue_forget(pipe, user_id)
             items, _, lists = await pipe.execute()
         logger.info("user %s deleted: %d history items, %d cached lists", user_id, items, lists)
@@ -260,16 +260,18 @@ class RecommendService:
         """Append the events to their users' histories and invalidate those users' cached lists,
         in one transaction; all-or-nothing: any unknown item rejects the whole request.
 
-        Per user, events with a timestamp are ordered by it, events without keep request order
-        after them.
+        Each event goes into its user's history at its time (``ts``, or now when it has none),
+        after the entries not later than it, so a late-arriving event still lands in order.
         """
         unknown = sorted({e.item_id for e in events if e.item_id not in self.catalog})
         if unknown:
             raise UnknownItems(unknown, "no event of this request was recorded")
-        per_user: dict[str, list[str]] = {}
-        ordered = sorted(events, key=lambda e: math.inf if e.ts is None else e.ts)  # stable
-        for event in ordered:
-            per_user.setdefault(event.user_id, []).append(event.item_id)
+        now = time.time()
+        per_user: dict[str, list[str | tuple[str, float]]] = {}
+        for event in events:  # an event without ts happened now; the store orders by time
+            per_user.setdefault(event.user_id, []).append(
+                (event.item_id, now if event.ts is None else event.ts)
+            )
         await self.history.append_many(
             per_user, also=lambda pipe: self.cache.queue_invalidate(pipe, per_user)
         )

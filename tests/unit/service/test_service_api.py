@@ -450,3 +450,31 @@ async def test_exclude_filters_every_source_and_k_survives_the_filters(
     too_many = ",".join(f"i{n}" for n in range(101))
     refused = await client.get("/v1/recommend", params={"user_id": "u1", "exclude": too_many})
     assert refused.status_code == 422 and "at most 100" in refused.json()["detail"]
+
+
+async def test_a_late_event_lands_in_time_order_against_the_stored_history(
+    client: httpx.AsyncClient, history: HistoryStore
+) -> None:
+    async def post(*events: dict[str, object]) -> None:
+        response = await client.post("/v1/events", json={"events": list(events)})
+        assert response.status_code == 200, response.text
+
+    await post({"user_id": "u1", "item_id": "i1", "ts": 100}, {"user_id": "u1", "item_id": "i2", "ts": 300})
+    await post({"user_id": "u1", "item_id": "i3", "ts": 1})  # arrives last, happened first
+    await post({"user_id": "u1", "item_id": "i4", "ts": 200})
+    await post({"user_id": "u1", "item_id": "i5"})  # no ts: now
+    assert await history.get_all("u1") == ["i3", "i1", "i4", "i2", "i5"]
+    times = await history.get_times("u1")
+    assert times[:4] == [1.0, 100.0, 200.0, 300.0] and times[4] > 1_700_000_000
+    shown = (await client.get("/v1/users/u1/history")).json()["items"]
+    assert [item["item_id"] for item in shown] == ["i3", "i1", "i4", "i2", "i5"]
+
+
+async def test_seeded_entries_are_the_oldest_and_stay_aligned(redis_client: object) -> None:
+    capped = HistoryStore(redis_client, max_len=4)  # type: ignore[arg-type]
+    await capped.seed_many({"u": ["a", "b"]})
+    await capped.append_many({"u": [("c", 50.0)]})
+    await capped.seed_many({"u": ["a", "b"]})  # the file again: stored history kept (has c)
+    await capped.append_many({"u": [("d", 10.0), ("e", 60.0)]})
+    assert await capped.get_all("u") == ["b", "d", "c", "e"]  # capped at 4, the oldest dropped
+    assert await capped.get_times("u") == [0.0, 10.0, 50.0, 60.0]

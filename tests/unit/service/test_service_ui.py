@@ -45,6 +45,7 @@ def _items(dom: str, list_id: str) -> list[tuple[str, str]]:
 @pytest.fixture
 def page_url(redis_url: str, recommender: HashRecommender) -> str:
     client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # a blank Redis, as the async redis_client fixture gives other tests
     client.rpush("genrec:hist:u1", "i1", "i2")
     client.close()
     settings = Settings(redis_url=redis_url, max_k=20, default_k=10, history_len=5)
