@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import RESULTS, emit  # noqa: E402
+from model.cpu_features import resolve_precision  # noqa: E402
 
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 BASELINE_COMMAND = "genrec baseline --data {data} --method {method} --out {out}"
@@ -68,6 +69,8 @@ def run_summary(run: Path) -> dict[str, object]:
         "device": report["device"],
         "index": _index_sources(run),
         "recipe": {k: config.get(k) for k in RECIPE_KEYS},
+        # the precision training ran in on this machine (auto: bf16 where the CPU has it)
+        "precision_used": resolve_precision(config["precision"], report["device"]),
         "train_steps": report["steps"],
         "best_step": report.get("best_step"),
         "train_tokens_per_s": report.get("tokens_per_s"),
@@ -106,8 +109,9 @@ def main() -> None:
 
     previous = json.loads(args.out.read_text()) if args.update and args.out.is_file() else {}
     result: dict[str, object] = {m: previous.get(m) for m in ("genrec", "sasrec", "popular")}
-    if "ablation" in previous:
-        result["ablation"] = previous["ablation"]
+    for kept in ("ablation", "genrec_earlier"):
+        if kept in previous:
+            result[kept] = previous[kept]
     commands = list(previous.get("commands", []))
     for path in args.baseline:
         report = json.loads(path.read_text())
@@ -135,13 +139,16 @@ def main() -> None:
             entry.update(run_summary(args.genrec_run))
         if args.genrec_command:
             entry["command"] = args.genrec_command
+        earlier = previous.get("genrec")
+        if earlier and earlier != entry:  # a replaced run stays on record, newest first
+            result["genrec_earlier"] = [earlier, *previous.get("genrec_earlier", [])]
         result["genrec"] = entry
     if args.ablation:
         ablation = json.loads(args.ablation.read_text())
         result["ablation"] = {k: ablation[k] for k in ("split", "base_config", "tokenizer", "rows", "budget")}
         commands.extend(ablation["commands"])
     commands.append(" ".join(["python benchmarks/beauty_results.py", *sys.argv[1:]]))
-    result["commands"] = commands
+    result["commands"] = list(dict.fromkeys(commands))  # each command once, first use first
     emit(result, args.out)
 
 
