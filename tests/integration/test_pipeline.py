@@ -67,7 +67,10 @@ def bundle(workdir: Path) -> ArtifactBundle:
 
 @pytest.fixture(scope="module")
 def settings(workdir: Path, redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, artifacts=workdir / "artifacts" / "current", max_k=K, default_k=K)
+    # cache_extra 0: the engine's beam is K, the width the references below search with
+    return Settings(
+        redis_url=redis_url, artifacts=workdir / "artifacts" / "current", max_k=K, default_k=K, cache_extra=0
+    )
 
 
 @pytest.fixture(scope="module")
