@@ -62,11 +62,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "demo_memory.json")
     args = parser.parse_args()
     env = {**os.environ, "PORT": str(free_port()), "ENGINE_PORT": str(free_port()), "LOG_LEVEL": "INFO"}
-    log = args.workdir.parent / "demo_memory.log"
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    log = args.workdir / "demo_memory.log"
     command = [sys.executable, "-m", "genrec_cli", "demo", "--workdir", str(args.workdir)]
     started = time.monotonic()
     with log.open("w") as sink:
-        demo = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
+        # its own process group, stopped as a terminal's Ctrl-C stops it: SIGINT to the group
+        demo = subprocess.Popen(
+            command, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )
         try:
             while READY_LINE not in log.read_text(errors="replace"):
                 if demo.poll() is not None or time.monotonic() - started > args.timeout_s:
@@ -78,11 +82,11 @@ def main() -> None:
                 for pid in tree(demo.pid)
             ]
         finally:
-            demo.send_signal(signal.SIGINT)
+            os.killpg(demo.pid, signal.SIGINT)
             try:
                 demo.wait(60)
             except subprocess.TimeoutExpired:
-                demo.kill()
+                os.killpg(demo.pid, signal.SIGKILL)
     emit(
         {
             "command": "python benchmarks/demo_memory.py",
