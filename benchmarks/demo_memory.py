@@ -89,7 +89,7 @@ def main() -> None:
                 os.killpg(demo.pid, signal.SIGKILL)
     emit(
         {
-            "command": "python benchmarks/demo_memory.py",
+            "command": " ".join(["python benchmarks/demo_memory.py", *sys.argv[1:]]),
             "total_pss_mb": round(sum(p["pss_mb"] for p in processes), 1),
             "processes": processes,
             "setup_s": round(time.monotonic() - started, 1),
