@@ -208,9 +208,9 @@ def demo(
     from training.item_tokenizer import CATALOG_FILE
     from training.synthetic import generate_synthetic
 
-    if "HOST" not in os.environ:  # the demo listens on loopback unless told otherwise
-        os.environ["HOST"] = DEMO_HOST
     settings = get_settings()
+    if "HOST" not in os.environ:  # the demo listens on loopback unless told otherwise
+        settings = settings.model_copy(update={"host": DEMO_HOST})
     service_cli.configure_logging(settings.log_level)
     plan = DemoPlan()
     if fresh:

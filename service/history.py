@@ -128,6 +128,10 @@ class HistoryStore:
         self._seed_script = client.register_script(SEED_SCRIPT)
         self._insert_script = client.register_script(INSERT_SCRIPT)
 
+    def _capped(self, items: Sequence[str]) -> list[str]:
+        """What the store keeps of ``items``: the last ``max_len`` of them, when set."""
+        return list(items)[-self._max_len :] if self._max_len else list(items)
+
     async def get(self, user_id: str, limit: int) -> list[str]:
         """The last ``limit`` item ids of the user (oldest first); [] for an unknown user."""
         if limit < 1:
@@ -150,7 +154,7 @@ class HistoryStore:
             for user_id, items in histories.items():
                 key = history_key(user_id)
                 pipe.delete(key, times_key(user_id))
-                kept = list(items)[-self._max_len :] if self._max_len else list(items)
+                kept = self._capped(items)
                 if kept:
                     pipe.rpush(key, *kept)
             await pipe.execute()
@@ -170,12 +174,7 @@ class HistoryStore:
             return 0
         users = list(histories)
         # compare against what the store would keep of the source (its last max_len items)
-        args = [
-            json.dumps(
-                list(histories[user_id])[-self._max_len :] if self._max_len else list(histories[user_id])
-            )
-            for user_id in users
-        ]
+        args = [json.dumps(self._capped(histories[user_id])) for user_id in users]
         keys = [key for user_id in users for key in (history_key(user_id), times_key(user_id))]
         kept = await self._seed_script(keys=keys, args=[*args, self._max_len or 0])
         return int(kept)
