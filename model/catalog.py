@@ -1,4 +1,4 @@
-"""Item catalog: item id <-> semantic ID, with the title and popularity each item carries.
+"""Item catalog: item id <-> semantic ID, with the title, category and popularity each item carries.
 
 The catalog is the single source of truth for "what is a real item" at serving time: the
 trie is compiled from it and every recommendation is mapped back through it.
@@ -13,6 +13,17 @@ from pathlib import Path
 
 from model.semantic_id import SemanticId, SidScheme
 
+CATEGORY_SEPARATOR = ","
+
+
+def category_path(category: str) -> tuple[str, ...]:
+    """A category as its levels, broadest first, compared case-insensitively.
+
+    Amazon's categories are paths ("Office Electronics, Telephones & Accessories, Cordless
+    Telephones"); an item is in every category that is a prefix of its path.
+    """
+    return tuple(level.strip().casefold() for level in category.split(CATEGORY_SEPARATOR) if level.strip())
+
 
 @dataclass(frozen=True)
 class CatalogItem:
@@ -20,6 +31,19 @@ class CatalogItem:
     title: str
     sid: SemanticId
     popularity: int = 0
+    category: str = ""  # a path, broadest level first ("" when the data has none)
+
+    def in_category(self, wanted: tuple[str, ...]) -> bool:
+        """Whether ``wanted`` (a :func:`category_path`) is this item's category or one above it."""
+        return category_path(self.category)[: len(wanted)] == wanted
+
+
+def _item_json(item: CatalogItem) -> dict[str, object]:
+    """One catalog entry; ``category`` only where the item has one (older files have none)."""
+    entry: dict[str, object] = {**asdict(item), "sid": list(item.sid)}
+    if not item.category:
+        del entry["category"]
+    return entry
 
 
 class Catalog:
@@ -41,6 +65,12 @@ class Catalog:
             self._by_sid[item.sid] = index
         if not self._items:
             raise ValueError("catalog is empty")
+        # every category some item is in (each prefix of each item's path), to tell unknown ones
+        self._categories = {
+            path[:depth]
+            for path in (category_path(item.category) for item in self._items)
+            for depth in range(1, len(path) + 1)
+        }
 
     def __len__(self) -> int:
         return len(self._items)
@@ -71,18 +101,33 @@ class Catalog:
         index = self._by_sid.get(sid)
         return None if index is None else self._items[index]
 
-    def most_popular(self, k: int, exclude: Iterable[str] = ()) -> list[CatalogItem]:
-        """Top-``k`` items by popularity (ties broken by catalog order), the cold-start fallback."""
+    @property
+    def has_categories(self) -> bool:
+        return bool(self._categories)
+
+    def knows_category(self, wanted: tuple[str, ...]) -> bool:
+        """Whether some item is in ``wanted`` (a :func:`category_path`)."""
+        return wanted in self._categories
+
+    def most_popular(
+        self, k: int, exclude: Iterable[str] = (), category: tuple[str, ...] = ()
+    ) -> list[CatalogItem]:
+        """Top-``k`` items by popularity (ties broken by catalog order), the cold-start fallback;
+        only items in ``category`` (a :func:`category_path`) when it is given."""
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         skip = set(exclude)
         ranked = sorted(range(len(self._items)), key=lambda i: (-self._items[i].popularity, i))
-        return [self._items[i] for i in ranked if self._items[i].item_id not in skip][:k]
+        return [
+            item
+            for item in (self._items[i] for i in ranked)
+            if item.item_id not in skip and item.in_category(category)
+        ][:k]
 
     def to_json(self) -> dict[str, object]:
         return {
             "scheme": {"codebook_sizes": list(self.scheme.codebook_sizes)},
-            "items": [{**asdict(item), "sid": list(item.sid)} for item in self._items],
+            "items": [_item_json(item) for item in self._items],
         }
 
     def save(self, path: Path) -> None:
@@ -99,6 +144,7 @@ class Catalog:
                     title=str(entry["title"]),
                     sid=tuple(int(c) for c in entry["sid"]),
                     popularity=int(entry.get("popularity", 0)),
+                    category=str(entry.get("category", "")),
                 )
                 for entry in raw["items"]
             ]

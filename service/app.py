@@ -97,6 +97,12 @@ class RecommendQuery(BaseModel):
         max_length=MAX_EXCLUDE * 257,
         description=f"comma-separated item ids to leave out (up to {MAX_EXCLUDE}; unknown ids are ignored)",
     )
+    category: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="only items in this category or one below it, as a path broadest level first "
+        '("Office Electronics, Telephones & Accessories"; case-insensitive); 422 when no item is in it',
+    )
 
     def excluded(self) -> frozenset[str]:
         ids = frozenset(i for i in (self.exclude or "").split(",") if i)
@@ -330,7 +336,11 @@ def create_app(
         service = await service_of(request)
         k = settings.default_k if query.k is None else query.k
         result = await service.recommend(
-            query.user_id, k, exclude_seen=query.exclude_seen, exclude=query.excluded()
+            query.user_id,
+            k,
+            exclude_seen=query.exclude_seen,
+            exclude=query.excluded(),
+            category=service.category_of(query.category),
         )
         served_by[result.source].inc()
         return Response(service.render(result), media_type="application/json")

@@ -19,7 +19,7 @@ from collections.abc import Sequence, Set
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from model.catalog import Catalog
+from model.catalog import Catalog, category_path
 from model.recommender import Recommender, ScoredItem
 from service.cache import CachedList, RecommendationCache
 from service.engine_runner import Engine, ModelRunner
@@ -99,6 +99,10 @@ def _unseen(items: Sequence[ScoredItem], seen: Set[str]) -> list[ScoredItem]:
     return [item for item in items if item.item_id not in seen] if seen else list(items)
 
 
+def _in_category(items: list[ScoredItem], catalog: Catalog, category: tuple[str, ...]) -> list[ScoredItem]:
+    return [item for item in items if catalog[item.item_id].in_category(category)] if category else items
+
+
 class RecommendService:
     """Answers "top-k items for this user" from the cache, the model, or the popularity fallback."""
 
@@ -122,47 +126,73 @@ class RecommendService:
         if not 1 <= k <= self.settings.max_k:
             raise InvalidRequest(f"k must be between 1 and {self.settings.max_k}, got {k}")
 
+    def category_of(self, category: str | None) -> tuple[str, ...]:
+        """The ``category=`` filter as a category path (``()``: none); InvalidRequest when no
+        item of this catalog is in it."""
+        if category is None:
+            return ()
+        wanted = category_path(category)
+        if not wanted:
+            raise InvalidRequest("category: empty")
+        if not self.catalog.has_categories:
+            raise InvalidRequest("category: this model's catalog has no categories")
+        if not self.catalog.knows_category(wanted):
+            raise InvalidRequest(f"category: no item is in {category!r}")
+        return wanted
+
     def render(self, result: Recommendation, subject: str = "user_id") -> bytes:
         """The ``RecommendResult`` JSON of ``result`` (``SimilarItemsResult`` with "item_id")."""
         return self.renderer.render(result, subject)
 
     async def recommend(
-        self, user_id: str, k: int, *, exclude_seen: bool = True, exclude: frozenset[str] = frozenset()
+        self,
+        user_id: str,
+        k: int,
+        *,
+        exclude_seen: bool = True,
+        exclude: frozenset[str] = frozenset(),
+        category: tuple[str, ...] = (),
     ) -> Recommendation:
         """Top-``k`` for ``user_id``; raises only InvalidRequest.
 
         With ``exclude_seen`` items already in the user's history are left out, and so are the
-        ``exclude`` ids; the cache holds ``list_len`` (MAX_K + CACHE_EXTRA) items so that the
-        list keeps ``k`` unless the filters remove more than CACHE_EXTRA of them.
+        ``exclude`` ids and, with a ``category`` (see :meth:`category_of`), the items outside
+        it; the cache holds ``list_len`` (MAX_K + CACHE_EXTRA) items so that the list keeps
+        ``k`` unless the filters remove more than CACHE_EXTRA of them. The popularity fallback
+        applies the same filters and always keeps ``k`` where the catalog has that many.
         """
         self.check_k(k)
+
+        def served(items: Sequence[ScoredItem], skip: Set[str]) -> list[ScoredItem]:
+            return _in_category(_unseen(items, skip), self.catalog, category)[:k]
+
         try:
             cached = await self.cache.get(user_id)
             if cached is not None:
-                return Recommendation(user_id, "cache", _unseen(cached.visible(exclude_seen), exclude)[:k])
+                return Recommendation(user_id, "cache", served(cached.visible(exclude_seen), exclude))
             history, stale = await self._history_and_stale(user_id)
         except RedisError as exc:
             logger.warning("Redis unavailable (%r): popular items for user %s", exc, user_id)
-            return self._popular(user_id, k, set(exclude), degraded=CACHE_DOWN)
+            return self._popular(user_id, k, exclude, category, degraded=CACHE_DOWN)
         seen = (set(history) if exclude_seen else set()) | exclude
         known, skipped = usable_history(history, self.catalog, self.settings.history_len)
         if skipped:
             logger.info("user %s: skipped %d history item(s) unknown to the catalog", user_id, skipped)
         if not known:
-            return self._popular(user_id, k, seen)
+            return self._popular(user_id, k, seen, category)
         try:
             [top] = await self.engine.run([known], self.settings.list_len)
         except Exception as exc:  # a timeout, a failed or unreachable engine: answer anyway
             logger.error("model unavailable for user %s: %s", user_id, exc)
             if stale is not None:
-                return Recommendation(user_id, "cache", _unseen(stale.items, seen)[:k], MODEL_DOWN_STALE)
-            return self._popular(user_id, k, seen, degraded=MODEL_DOWN)
+                return Recommendation(user_id, "cache", served(stale.items, seen), MODEL_DOWN_STALE)
+            return self._popular(user_id, k, seen, category, degraded=MODEL_DOWN)
         entry = CachedList.of(top, history)
         try:
             await self.cache.put_unless_history_changed(user_id, entry, history_key(user_id), len(history))
         except RedisError as exc:
             logger.warning("could not cache the list of user %s: %r", user_id, exc)
-        return Recommendation(user_id, "model", _unseen(entry.visible(exclude_seen), exclude)[:k])
+        return Recommendation(user_id, "model", served(entry.visible(exclude_seen), exclude))
 
     async def _history_and_stale(self, user_id: str) -> tuple[list[str], CachedList | None]:
         """The user's whole history and last invalidated list, in one round trip (miss path only)."""
@@ -205,12 +235,19 @@ class RecommendService:
             return Recommendation(user_id, "fallback", popular, degraded=MODEL_DOWN)
         return Recommendation(user_id, "model", ranked)
 
-    def _popular(self, user_id: str, k: int, seen: set[str], degraded: str | None = None) -> Recommendation:
+    def _popular(
+        self,
+        user_id: str,
+        k: int,
+        seen: Set[str],
+        category: tuple[str, ...] = (),
+        degraded: str | None = None,
+    ) -> Recommendation:
         popular = [
             ScoredItem(item_id=item.item_id, score=float(item.popularity))
-            for item in self.catalog.most_popular(k + len(seen))
+            for item in self.catalog.most_popular(k, exclude=seen, category=category)
         ]
-        return Recommendation(user_id, "fallback", _unseen(popular, seen)[:k], degraded)
+        return Recommendation(user_id, "fallback", popular, degraded)
 
     async def similar(self, item_id: str, k: int) -> Recommendation:
         """Items like ``item_id``: the model's top-``k`` for a history of that one item, the item

@@ -370,7 +370,13 @@ def tokenize_dataset(
     catalog = Catalog(
         scheme,
         (
-            CatalogItem(item_id=i, title=data.items[i].title, sid=sid, popularity=popularity.get(i, 0))
+            CatalogItem(
+                item_id=i,
+                title=data.items[i].title,
+                sid=sid,
+                popularity=popularity.get(i, 0),
+                category=data.items[i].categories,
+            )
             for i, sid in zip(item_ids, sids, strict=True)
         ),
     )

@@ -202,3 +202,33 @@ def test_load_rejects_ids_outside_the_stored_scheme(tmp_path: Path) -> None:
 def test_most_popular_rejects_negative_k(catalog: Catalog) -> None:
     with pytest.raises(ValueError, match="k must be >= 0"):
         catalog.most_popular(-1)
+
+
+def test_categories_are_paths_matched_by_prefix_case_insensitively(tmp_path: Path) -> None:
+    from model.catalog import category_path
+
+    assert category_path(" Office Electronics,Telephones & Accessories ,") == (
+        "office electronics",
+        "telephones & accessories",
+    )
+    phone = CatalogItem("p", "Phone", (0, 0), 3, category="Office Electronics, Telephones, Cordless")
+    ink = CatalogItem("k", "Ink", (0, 1), 9, category="Office Supplies, Ink")
+    plain = CatalogItem("x", "No category", (1, 0), 20)
+    catalog = Catalog(SCHEME, [phone, ink, plain])
+    assert catalog.has_categories
+    assert phone.in_category(category_path("office electronics, TELEPHONES"))
+    assert not phone.in_category(category_path("Telephones"))  # a path starts at the broadest level
+    assert phone.in_category(())  # no filter
+    assert catalog.knows_category(category_path("Office Electronics, Telephones"))
+    assert not catalog.knows_category(category_path("Office Electronics, Ink"))
+    assert [i.item_id for i in catalog.most_popular(5, category=category_path("office supplies"))] == ["k"]
+    assert [i.item_id for i in catalog.most_popular(2)] == ["x", "k"]
+    catalog.save(tmp_path / "c.json")
+    assert Catalog.load(tmp_path / "c.json")["p"].category == phone.category
+    assert not Catalog(SCHEME, [plain]).has_categories
+
+
+def test_a_catalog_written_before_categories_loads(tmp_path: Path) -> None:
+    raw = {"scheme": {"codebook_sizes": [3, 4]}, "items": [{"item_id": "a", "title": "A", "sid": [0, 1]}]}
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    assert Catalog.load(tmp_path / "old.json")["a"].category == ""

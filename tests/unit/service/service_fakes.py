@@ -24,14 +24,20 @@ MODEL_VERSION = "test-v1"
 SCHEME = SidScheme((4, 4, 2))
 
 
+# item i's category is CATEGORIES[i % 3]
+CATEGORIES = ("Beauty, Skin Care", "Beauty, Hair Care", "Tools")
+
+
 def make_catalog(num_items: int = NUM_ITEMS) -> Catalog:
-    """Items ``i0..i{n-1}`` with unique semantic IDs and distinct popularity (i0 most popular)."""
+    """Items ``i0..i{n-1}`` with unique semantic IDs, distinct popularity (i0 most popular) and
+    a category (CATEGORIES, by ``i % 3``)."""
     items = [
         CatalogItem(
             item_id=f"i{i}",
             title=f"Item {i}",
             sid=(i // 8, (i // 2) % 4, i % 2),
             popularity=100 - i,
+            category=CATEGORIES[i % 3],
         )
         for i in range(num_items)
     ]

@@ -452,6 +452,36 @@ async def test_exclude_filters_every_source_and_k_survives_the_filters(
     assert refused.status_code == 422 and "at most 100" in refused.json()["detail"]
 
 
+async def test_category_filters_every_source_by_path_prefix(
+    client: httpx.AsyncClient, history: HistoryStore
+) -> None:
+    def ids(body: dict[str, object]) -> list[str]:
+        return [item["item_id"] for item in body["items"]]  # type: ignore[attr-defined, index]
+
+    await history.set_many({"u1": ["i0", "i1"]})
+    full = (await client.get("/v1/recommend", params={"user_id": "u1", "k": 20})).json()
+    beauty = {f"i{n}" for n in range(30) if n % 3 != 2}  # "Beauty, Skin Care" and "Beauty, Hair Care"
+    for source in ("cache", "cache"):  # the first request filled the cache
+        params = {"user_id": "u1", "k": 20, "category": "beauty"}
+        body = (await client.get("/v1/recommend", params=params)).json()
+        assert body["source"] == source
+        assert set(ids(body)) <= beauty
+        kept = [i for i in ids(full) if i in beauty]
+        assert ids(body)[: len(kept)] == kept  # order kept ...
+        assert len(ids(body)) > len(kept)  # ... and the cache's CACHE_EXTRA items fill in
+    hair = (
+        await client.get("/v1/recommend", params={"user_id": "u1", "k": 5, "category": "Beauty, hair care"})
+    ).json()
+    assert ids(hair) and all(int(i[1:]) % 3 == 1 for i in ids(hair))
+    # the popularity fallback keeps k within the category
+    cold = (await client.get("/v1/recommend", params={"user_id": "new", "k": 4, "category": "Tools"})).json()
+    assert cold["source"] == "fallback" and ids(cold) == ["i2", "i5", "i8", "i11"]
+    bad_categories = (("Toys", "no item is in 'Toys'"), ("Beauty, Tools", "no item is in"), (" , ", "empty"))
+    for bad, message in bad_categories:
+        refused = await client.get("/v1/recommend", params={"user_id": "u1", "category": bad})
+        assert refused.status_code == 422 and message in refused.json()["detail"], refused.text
+
+
 async def test_a_late_event_lands_in_time_order_against_the_stored_history(
     client: httpx.AsyncClient, history: HistoryStore
 ) -> None:

@@ -238,6 +238,8 @@ def test_tokenize_dataset_writes_catalog_trie_and_report(tmp_path: Path) -> None
     assert len(catalog) == 60
     assert report.embed_time_s >= 0
     assert catalog.at(0).title == data.items["0"].title
+    assert catalog.at(0).category == data.items["0"].categories != ""  # what category= filters on
+    assert Catalog.load(tmp_path / "out" / CATALOG_FILE).at(0).category == catalog.at(0).category
     _check_artifacts(tmp_path / "out", catalog, data)
     again, _ = tokenize_dataset(data, config, tmp_path / "out2", embed=fake_embed)
     assert [i.sid for i in again] == [i.sid for i in catalog]
