@@ -201,12 +201,8 @@ def demo(
     """
     import shutil
 
-    from service.local_stack import genrec_command, run_job
+    from service.local_stack import sigterm_stops_the_stack
     from service.settings import get_settings
-    from training.data import load_lcrec
-    from training.finetune import MERGED_DIR
-    from training.item_tokenizer import CATALOG_FILE
-    from training.synthetic import generate_synthetic
 
     settings = get_settings()
     if "HOST" not in os.environ:  # the demo listens on loopback unless told otherwise
@@ -215,10 +211,22 @@ def demo(
     plan = DemoPlan()
     if fresh:
         shutil.rmtree(workdir, ignore_errors=True)
-    data_dir, tok_dir, run_dir, artifacts = (workdir / name for name in ("data", "tok", "run", "artifacts"))
-    bundle_dir = artifacts / plan.version
 
     started = time.perf_counter()
+    with sigterm_stops_the_stack():
+        _build_and_run_demo(settings, plan, workdir, started)
+
+
+def _build_and_run_demo(settings: Settings, plan: DemoPlan, workdir: Path, started: float) -> None:
+    """``genrec demo``'s body: each finished step is reused, then the stack runs until stopped."""
+    from service.local_stack import genrec_command, run_job
+    from training.data import load_lcrec
+    from training.finetune import MERGED_DIR
+    from training.item_tokenizer import CATALOG_FILE
+    from training.synthetic import generate_synthetic
+
+    data_dir, tok_dir, run_dir, artifacts = (workdir / name for name in ("data", "tok", "run", "artifacts"))
+    bundle_dir = artifacts / plan.version
     if not any(data_dir.glob("*.inter.json")):
         generate_synthetic(data_dir, num_users=plan.users, num_items=plan.items)
     dataset = load_lcrec(data_dir)

@@ -7,13 +7,15 @@ as a deployment: the API and the job reach the model only through ENGINE_URL.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ import httpx
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.5
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ServiceFailed(RuntimeError):
@@ -60,6 +63,44 @@ def check_port_free(listen: Listen) -> None:
             ) from exc
 
 
+def _dies_with(parent: int) -> Callable[[], None]:
+    """Run in each child before exec (Linux): SIGTERM it when ``parent`` dies, however it dies
+    (even SIGKILL, when no ``finally`` of the parent runs), so no service outlives the demo.
+
+    The kernel sends it when the *thread* that started the child exits: start children from a
+    thread that lives as long as they should (the main thread, as the demo and the CLI do).
+    """
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+def dies_with_this_process() -> Callable[[], None] | None:
+    """The ``preexec_fn`` of a child that must not outlive this process (see ``_dies_with``)."""
+    return _dies_with(os.getpid()) if sys.platform.startswith("linux") else None
+
+
+@contextmanager
+def sigterm_stops_the_stack() -> Iterator[None]:
+    """While the stack runs, SIGTERM raises SystemExit (exit code 143) instead of ending the
+    process at once, so the ``finally`` blocks stop every child as Ctrl-C does."""
+
+    def exit_cleanly(signum: int, _frame: object) -> None:
+        logger.info("SIGTERM: stopping the stack")
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_cleanly)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def service_process(
     name: str,
@@ -78,7 +119,7 @@ def service_process(
     """
     if listen is not None:
         check_port_free(listen)
-    process = subprocess.Popen(list(argv), env={**os.environ, **env})
+    process = subprocess.Popen(list(argv), env={**os.environ, **env}, preexec_fn=dies_with_this_process())
     try:
         wait_ready(name, process, ready_url, timeout_s)
         yield process
@@ -123,7 +164,9 @@ def _pid(response: httpx.Response) -> int | None:
 
 def run_job(name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
     """Run a one-off job process to completion; ServiceFailed if it fails."""
-    code = subprocess.run(list(argv), env={**os.environ, **env}, check=False).returncode
+    code = subprocess.run(
+        list(argv), env={**os.environ, **env}, check=False, preexec_fn=dies_with_this_process()
+    ).returncode
     if code != 0:
         raise ServiceFailed(f"{name} failed with exit code {code}")
 

@@ -20,6 +20,8 @@ from types import TracebackType
 
 import redis
 
+from service.local_stack import dies_with_this_process
+
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -103,7 +105,12 @@ class EmbeddedRedis:
         ]  # fmt: skip
         logger.debug("starting %s", " ".join(command))
         try:
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            self._process = subprocess.Popen(  # an embedded server never outlives its owner
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                preexec_fn=dies_with_this_process(),
+            )
         except OSError as exc:
             self._cleanup()
             raise RedisServerError(f"cannot run Redis server {binary}: {exc}") from exc

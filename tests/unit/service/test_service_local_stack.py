@@ -4,8 +4,11 @@ means an answer from the very process it started."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -85,3 +88,48 @@ def test_our_own_process_becomes_ready() -> None:
         assert process.poll() is None
     assert process.poll() is not None  # stopped at the end of the block
     check_port_free(Listen("127.0.0.1", port, "ENGINE_PORT"))  # and the port is free again
+
+
+# A demo parent: one service under the supervisor, its pid on stdout, then wait to be signalled.
+SUPERVISOR = """
+import sys, time
+from service.local_stack import service_process, sigterm_stops_the_stack
+server, port = sys.argv[1], int(sys.argv[2])
+with sigterm_stops_the_stack():
+    argv = [sys.executable, "-c", server, str(port)]
+    with service_process("svc", argv, {}, f"http://127.0.0.1:{port}/health/ready", 30.0) as child:
+        print(child.pid, flush=True)
+        time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie awaiting its reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_no_service_outlives_a_signalled_demo_parent(sig: signal.Signals) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, OWN_PID_SERVER, str(free_port())],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[3],
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.send_signal(sig)
+        code = parent.wait(30)
+        assert code == (143 if sig == signal.SIGTERM else -signal.SIGKILL)  # SIGTERM: a clean exit
+        deadline = time.monotonic() + 20
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child)
+    finally:
+        parent.kill()
