@@ -61,7 +61,12 @@ from training.encoding import (
     tiny_corpus,
     token_loss,
 )
-from training.sid_alignment import CODEBOOKS_FILE, SidCodebooks, init_aligned_sid_embeddings
+from training.sid_alignment import (
+    CODEBOOKS_FILE,
+    SidCodebooks,
+    init_aligned_sid_embeddings,
+    init_codebook_sid_embeddings,
+)
 from training.tasks import NEXT_ITEM, TaskContext, build_mixture, training_sequences
 from training.train_config import SCRATCH, TrainConfig
 from training.validation import Validator, validation_sample
@@ -363,6 +368,16 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
         )
 
 
+def _codebooks_file(tokenizer_dir: Path) -> Path:
+    """The tokenizer's codebooks, which ``scratch_sid_init='codebook'`` needs."""
+    path = tokenizer_dir / CODEBOOKS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"scratch_sid_init='codebook' needs {path}: tokenize with \"align\": true, or use 'random'"
+        )
+    return path
+
+
 def _save_merged(model: PreTrainedModel, tokenizer: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -395,6 +410,8 @@ def train(
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     catalog = Catalog.load(tokenizer_dir / RUN_CATALOG)
+    if config.base_model == SCRATCH and config.scratch_sid_init == "codebook":
+        _codebooks_file(tokenizer_dir)  # fail before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     checkpoint: dict[str, Any] | None = None
@@ -443,6 +460,13 @@ def train(
     tied = bool(model.config.tie_word_embeddings)
     if config.base_model == SCRATCH:
         aligned_r2 = None  # random weights: there is no LLM embedding space to align with
+        if config.scratch_sid_init == "codebook":
+            init_codebook_sid_embeddings(
+                model,
+                SidCodebooks.load(_codebooks_file(tokenizer_dir)),
+                sid_token_ids(tokenizer, catalog.scheme),
+                seed=config.seed,
+            )
     elif (tokenizer_dir / CODEBOOKS_FILE).is_file():
         aligned_r2 = init_aligned_sid_embeddings(
             model,

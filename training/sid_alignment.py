@@ -138,3 +138,55 @@ def init_aligned_sid_embeddings(
         fit.r2,
     )
     return fit.r2
+
+
+def codebook_directions(codebooks: SidCodebooks, dim: int, *, seed: int = 0) -> list[np.ndarray | None]:
+    """Per quantized level, its centroids carried into a ``dim``-wide space (None: disambiguation).
+
+    A model trained from scratch has no embedding space to align with, but the codebooks still
+    know which codes lie close together (behaviourally or in text). Each source gets one random
+    orthonormal map into ``dim`` dimensions (inner products kept exactly when the source is
+    narrower than ``dim``, approximately otherwise), shared by its levels so that an item's
+    level vectors stay in one space.
+    """
+    rng = np.random.default_rng(seed)
+    maps: dict[str, np.ndarray] = {}
+    out: list[np.ndarray | None] = []
+    for vectors, source in zip(codebooks.vectors, codebooks.sources, strict=True):
+        if vectors is None:
+            out.append(None)
+            continue
+        width = vectors.shape[1]
+        if source not in maps:
+            gaussian = rng.standard_normal((max(width, dim), min(width, dim)))
+            q, _ = np.linalg.qr(gaussian)  # orthonormal columns
+            maps[source] = q.T if width <= dim else q  # [width, dim]
+        out.append((np.asarray(vectors, dtype=np.float64) @ maps[source]).astype(np.float32))
+    return out
+
+
+@torch.no_grad()
+def init_codebook_sid_embeddings(
+    model: torch.nn.Module, codebooks: SidCodebooks, token_ids: list[list[int]], *, seed: int = 0
+) -> int:
+    """Point each ID token's (random) embedding along its codebook centroid; returns rows written.
+
+    For the scratch model: each level's rows keep the mean norm of their random initialisation
+    (so the first passes are conditioned as before) but take their directions from the
+    centroids, centred on the level's mean, so codes of similar items start close. With tied
+    embeddings the output side starts there too: the first level's logits begin as a
+    SASRec-like dot product with the behaviour centroids.
+    """
+    weight = model.get_input_embeddings().weight  # type: ignore[operator]
+    written = 0
+    for level, vectors in enumerate(codebook_directions(codebooks, weight.shape[1], seed=seed)):
+        if vectors is None:
+            continue
+        rows = torch.as_tensor(token_ids[level][: vectors.shape[0]])
+        target = torch.as_tensor(vectors[: len(rows)], dtype=weight.dtype, device=weight.device)
+        target = target - target.mean(dim=0, keepdim=True)  # directions around the level's mean
+        norms = target.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        weight[rows] = target / norms * weight[rows].norm(dim=1).mean()
+        written += len(rows)
+    logger.info("codebook init of %d semantic-ID token embeddings (scratch model)", written)
+    return written

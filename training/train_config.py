@@ -59,6 +59,9 @@ class TrainConfig(BaseModel):
     )
     attention_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the attention weights")
     scratch: ScratchShape = Field(default_factory=ScratchShape)
+    # scratch model only: 'codebook' points the ID tokens' random embeddings along the
+    # tokenizer's codebook centroids (training/sid_alignment.py), 'random' leaves them be.
+    scratch_sid_init: Literal["random", "codebook"] = "random"
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
     max_train_examples: int | None = Field(None, ge=1)
@@ -127,6 +130,8 @@ class TrainConfig(BaseModel):
             if others:
                 raise ValueError(f"tasks: the scratch model reads semantic IDs only, not {others}")
             self.full_finetune = True  # random weights: every weight trains
+        elif self.scratch_sid_init != "random":
+            raise ValueError("scratch_sid_init: only the scratch model starts from random ID embeddings")
         return self
 
     def prompt_settings(self) -> PromptSettings:

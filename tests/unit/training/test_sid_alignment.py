@@ -12,8 +12,10 @@ from model.semantic_id import SidScheme
 from training.sid_alignment import (
     DISAMBIGUATION,
     SidCodebooks,
+    codebook_directions,
     fit_alignment,
     init_aligned_sid_embeddings,
+    init_codebook_sid_embeddings,
     text_embeddings,
 )
 
@@ -89,3 +91,39 @@ def test_init_writes_aligned_rows_into_a_real_model(tmp_path: Path) -> None:
         return float(((recon - target) ** 2).sum())
 
     assert error(after) < error(before)
+
+
+def test_codebook_directions_keep_inner_products_in_a_wider_space() -> None:
+    codebooks, _ = toy_index()
+    carried = codebook_directions(codebooks, 8)
+    assert carried[3] is None
+    for vectors, moved in zip(codebooks.vectors[:3], carried[:3], strict=True):
+        assert moved is not None and moved.shape == (vectors.shape[0], 8)
+        np.testing.assert_allclose(moved @ moved.T, vectors @ vectors.T, atol=1e-5)
+    # One map per source: the two semantic levels share it.
+    again = codebook_directions(codebooks, 8)
+    np.testing.assert_array_equal(again[0], carried[0])  # deterministic for a seed
+
+
+def test_codebook_init_keeps_norms_and_takes_directions() -> None:
+    codebooks, _ = toy_index()
+    scheme_ids = [[10 + i for i in range(5)], [20 + i for i in range(4)], [30 + i for i in range(3)], [40]]
+    embedding = torch.nn.Embedding(50, 8)
+    torch.nn.init.normal_(embedding.weight, std=0.02)
+    model = torch.nn.Module()
+    model.get_input_embeddings = lambda: embedding  # type: ignore[method-assign]
+    before = embedding.weight.detach().clone()
+    written = init_codebook_sid_embeddings(model, codebooks, scheme_ids)
+    after = embedding.weight.detach()
+    assert written == 12
+    carried = codebook_directions(codebooks, 8)
+    for level in range(3):
+        rows = scheme_ids[level]
+        # each row has the level's mean random norm ...
+        torch.testing.assert_close(after[rows].norm(dim=1), before[rows].norm(dim=1).mean().expand(len(rows)))
+        # ... and points along its centred centroid
+        centred = torch.as_tensor(carried[level] - carried[level].mean(axis=0))  # type: ignore[operator]
+        cos = torch.nn.functional.cosine_similarity(after[rows], centred.float(), dim=1)
+        torch.testing.assert_close(cos, torch.ones(len(rows)))
+    others = [i for i in range(50) if i not in {r for level in scheme_ids[:3] for r in level}]
+    torch.testing.assert_close(after[others], before[others])  # disambiguation and words untouched

@@ -432,6 +432,7 @@ def test_grad_accum_larger_than_an_epoch_still_steps(
         ({"patience": 2}, "val_every"),
         ({"lr_schedule": "step"}, "lr_schedule"),
         ({"anneal_steps": 0}, "anneal_steps"),
+        ({"scratch_sid_init": "codebook"}, "scratch_sid_init"),  # the default base is pretrained
     ],
 )
 def test_bad_config_values_name_the_field(values: dict[str, object], needle: str) -> None:
@@ -653,3 +654,50 @@ def test_resume_inside_the_annealing_stage_matches_an_uninterrupted_run(
     assert ra["steps"] == rb["steps"] == 3 and ra["main_loss_ema"] == rb["main_loss_ema"]
     assert rb["resumed_from_step"] == 2
     assert not (tmp_path / "b" / STAGE1_DIR).exists()
+
+
+SCRATCH_CODEBOOK = TrainConfig.model_validate(
+    {
+        "base_model": "scratch", "scratch": {"hidden": 64, "layers": 1, "heads": 1, "intermediate": 64},
+        "scratch_sid_init": "codebook", "max_steps": 1, "lr": 1e-9, "batch_size": 8, "history_len": 8,
+        "device": "cpu",
+    }
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_scratch_codebook_init_points_the_id_embeddings_along_the_centroids(
+    prepared: tuple[InteractionData, Path], tmp_path: Path
+) -> None:
+    from training.sid_alignment import CODEBOOKS_FILE, SidCodebooks, codebook_directions
+
+    data, tok_dir = prepared
+    with single_thread():
+        train(data, tok_dir, tmp_path / "run", SCRATCH_CODEBOOK)  # lr 1e-9: the init survives
+    model, tokenizer = _load(tmp_path / "run" / "merged")
+    catalog = Catalog.load(tmp_path / "run" / CATALOG_FILE)
+    ids = sid_token_ids(tokenizer, catalog.scheme)
+    table = model.get_input_embeddings().weight.detach()
+    carried = codebook_directions(SidCodebooks.load(tok_dir / CODEBOOKS_FILE), table.shape[1])
+    for level, vectors in enumerate(carried):
+        if vectors is None:
+            continue
+        centred = torch.as_tensor(vectors - vectors.mean(axis=0)).float()
+        cos = torch.nn.functional.cosine_similarity(table[ids[level][: len(centred)]], centred, dim=1)
+        assert float(cos.min()) > 0.999
+
+
+def test_scratch_codebook_init_without_codebooks_names_the_file(
+    prepared: tuple[InteractionData, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from training.sid_alignment import CODEBOOKS_FILE
+
+    data, tok_dir = prepared
+    bare = tmp_path / "tok"
+    shutil.copytree(tok_dir, bare)
+    (bare / CODEBOOKS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=f"scratch_sid_init='codebook' needs .*{CODEBOOKS_FILE}"):
+        train(data, bare, tmp_path / "run", SCRATCH_CODEBOOK)
+    assert not (tmp_path / "run").exists()  # failed before any work
