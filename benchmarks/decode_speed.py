@@ -1,10 +1,18 @@
-"""Constrained top-K decode speed: genrec's engine against HF generate and the forward-pass floor.
+"""Constrained top-K decode speed: genrec's engine against the arithmetic limit, HF generate and
+the forward-pass floor.
 
 Same model (SmolLM2-135M with the semantic-ID tokens added), same prompts (Beauty test-split
-histories through the shared prompt template), K = beam width = 20, 4-level IDs, the 12k-item
-Beauty trie. Prints and writes ms per user for
+histories through the shared prompt template: the compact ID-only format by default, or
+``--prompt titles`` for the numbered lines with titles), K = beam width = 20, 4-level IDs, the
+12k-item Beauty trie. Prints and writes ms per user for
 
-- ``genrec``: the serving engine (vLLM, level-synchronous search, trie logits processor);
+- ``genrec``: the serving engine (vLLM, level-synchronous search, trie logits processor) in
+  its precision (``--dtype``, ENGINE_DTYPE's ``auto`` by default: bf16 where the CPU has it);
+- ``limit``: the arithmetic limit, the FLOPs the search ran (``benchmarks/flops.py``: model
+  shape, prefill tokens, rows scored per level) over the matmul rate measured in this run in
+  the engine's precision; ``genrec_over_limit`` is the engine's distance to it;
+- ``reference_fp32_titles``: genrec again on fp32 and titled prompts (the configuration the
+  earlier figures were measured in), for the speed-up measured side by side;
 - ``hf_generate``: transformers ``generate(num_beams=K, prefix_allowed_tokens_fn=trie)``;
 - ``floor``: the bare forward passes, each prompt prefilled once, then one decode step per
   level over all K beams (KV cache reused, no search, no masking);
@@ -14,7 +22,7 @@ plus ``mask_share``, the share of genrec's engine time spent in the trie logits 
 Weights are the base model's (speed does not depend on training); without ``--artifacts`` an
 untrained bundle is built once under ``benchmarks/.cache``.
 
-    python benchmarks/decode_speed.py --quick      # ~4 minutes on 2 CPU cores
+    python benchmarks/decode_speed.py --quick      # ~5 minutes on 2 CPU cores
     python benchmarks/decode_speed.py --compile    # all 32 users through every method, genrec's
                                                    # engine compiled as a long-running server runs it
 """
@@ -28,12 +36,14 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
+from benchmarks.flops import ModelShape, matmul_gflops, search_flops  # noqa: E402
 
 DATASET = BEAUTY
 CACHE = REPO / "benchmarks" / ".cache"
@@ -42,8 +52,12 @@ RESULT = RESULTS / "decode_speed.json"
 logger = logging.getLogger("decode_speed")
 
 
-def build_bench_bundle(root: Path, data_dir: Path) -> Path:
-    """Beauty semantic IDs + SmolLM2 with the SID tokens added, exported as a bundle (once)."""
+PROMPTS = ("compact", "titles")
+
+
+def build_bench_bundle(root: Path, data_dir: Path, prompt: str = "titles") -> Path:
+    """Beauty semantic IDs + SmolLM2 with the SID tokens added, exported as a bundle (once)
+    whose manifest asks for ``prompt``: the compact ID-only format or titled numbered lines."""
     from training.base_model import add_sid_tokens, convert_smollm2
     from training.data import load_lcrec
     from training.export import export_run
@@ -68,10 +82,12 @@ def build_bench_bundle(root: Path, data_dir: Path) -> Path:
     tokenizer.save_pretrained(run / MERGED_DIR)
     for name in (RUN_CATALOG, RUN_TRIE):
         shutil.copy(root / "tok" / name, run / name)
-    # the titled numbered-lines prompts these figures were measured with (166 tokens on average)
-    config = TrainConfig(
-        base_model="smollm2", objective="prompt", prompt_format="lines", with_titles=True, prompt_align=32
-    )
+    if prompt == "titles":  # the titled numbered-lines prompts (~190 tokens on average)
+        config = TrainConfig(
+            base_model="smollm2", objective="prompt", prompt_format="lines", with_titles=True, prompt_align=32
+        )
+    else:  # the default: instruction tokens, then the history's IDs
+        config = TrainConfig(base_model="smollm2", objective="sequence", prompt_format="compact")
     (run / RUN_REPORT).write_text(json.dumps({"dataset": "Beauty", "config": config.model_dump()}))
     export_run(run, root / "artifacts", "bench")
     return bundle
@@ -109,19 +125,38 @@ class EngineTimes:
     floor_ms: float  # per user, the same engine's bare forward passes
     results: list  # the top-K lists, checked for K distinct items
     prompts: list[list[int]]  # what the engine fed the model
+    decode_rows: dict[int, int]  # rows scored after the prefill, by the tokens before their new one
+    dtype: str  # the engine's precision
 
 
 def time_engine(
-    bundle_dir: Path, histories: list[list[str]], k: int, batch: int, compile: bool
+    bundle_dir: Path,
+    histories: list[list[str]],
+    k: int,
+    batch: int,
+    compile: bool,
+    dtype: str = "auto",
+    floor: bool = True,
 ) -> EngineTimes:
-    """The serving engine's speed, its processor share, and the forward floor on its kernels."""
+    """The serving engine's speed, its processor share, the rows it scored, and (``floor``)
+    the forward floor on its kernels."""
     # The engine core runs in this process so the processor's time can be measured.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from model.bundle import load_bundle
     from model.engine_config import EngineConfig
-    from model.vllm_engine import VllmRecommender
+    from model.vllm_engine import VllmChildScorer, VllmRecommender
     from model.vllm_processor import TrieLogitsProcessor
 
+    decode_rows: Counter[int] = Counter()
+    score = VllmChildScorer.__call__
+
+    def counted(self, rows):  # type: ignore[no-untyped-def]
+        depth = rows.prefix_tokens.shape[1]
+        if depth:  # level 0 is each prompt's prefill, counted from the prompts themselves
+            decode_rows.update(len(self.prompts[p]) + depth for p in rows.prompt_index.tolist())
+        return score(self, rows)
+
+    VllmChildScorer.__call__ = counted  # type: ignore[method-assign]
     spent = {"mask": 0.0}
     for name in ("apply", "update_state"):
         original = getattr(TrieLogitsProcessor, name)
@@ -134,19 +169,31 @@ def time_engine(
                 spent["mask"] += time.perf_counter() - started
 
         setattr(TrieLogitsProcessor, name, timed)
-    config = EngineConfig(beam_width=k, max_batch=batch, compile=compile)
-    recommender = VllmRecommender(load_bundle(bundle_dir), config)
-    recommender.recommend(histories[:2], k)  # warm-up: first-call compilation and allocation
-    recommender.llm.reset_prefix_cache()  # every timed run starts with no prompt cached
-    spent["mask"] = 0.0
-    started = time.perf_counter()
-    results = recommender.recommend(histories, k)
-    wall = time.perf_counter() - started
+    config = EngineConfig(beam_width=k, max_batch=batch, compile=compile, dtype=dtype).resolved()  # type: ignore[arg-type]
+    try:
+        recommender = VllmRecommender(load_bundle(bundle_dir), config)
+        recommender.recommend(histories[:2], k)  # warm-up: first-call compilation and allocation
+        recommender.llm.reset_prefix_cache()  # every timed run starts with no prompt cached
+        spent["mask"] = 0.0
+        decode_rows.clear()
+        started = time.perf_counter()
+        results = recommender.recommend(histories, k)
+        wall = time.perf_counter() - started
+    finally:
+        VllmChildScorer.__call__ = score  # type: ignore[method-assign]
     prompts = [recommender.prompts.encode(h) for h in histories]
     recommender.llm.reset_prefix_cache()
-    floor_ms = time_engine_floor(recommender.llm, prompts, k, recommender.trie.num_levels)
+    floor_ms = time_engine_floor(recommender.llm, prompts, k, recommender.trie.num_levels) if floor else 0.0
     recommender.close()
-    return EngineTimes(1000 * wall / len(histories), spent["mask"] / wall, floor_ms, results, prompts)
+    return EngineTimes(
+        1000 * wall / len(histories),
+        spent["mask"] / wall,
+        floor_ms,
+        results,
+        prompts,
+        dict(decode_rows),
+        config.dtype,
+    )
 
 
 def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) -> tuple[float, int]:
@@ -283,13 +330,31 @@ def time_hf_generate(model, bundle_dir: Path, prompts: list[list[int]], k: int) 
     return 1000 * wall / len(prompts), complete
 
 
+def arithmetic(bundle_dir: Path, engine: EngineTimes, gflops: float) -> dict[str, float]:
+    """FLOPs per user of what the engine ran, and the ms/user they take at ``gflops``."""
+    shape = ModelShape.of_checkpoint(bundle_dir / "model")
+    flops = search_flops(shape, [len(p) for p in engine.prompts], engine.decode_rows) / len(engine.prompts)
+    return {"gflop_per_user": flops / 1e9, "limit_ms": 1000 * flops / (gflops * 1e9)}
+
+
 def main() -> None:
+    from model.engine_config import EngineConfig
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="fewer users: under 5 minutes on 2 cores")
+    parser.add_argument("--quick", action="store_true", help="fewer users: about 5 minutes on 2 cores")
     parser.add_argument("--artifacts", type=Path, help="a SmolLM2 bundle to use instead of the built one")
     parser.add_argument("--data", type=Path, default=DATASET)
+    parser.add_argument(
+        "--prompt", choices=PROMPTS, default="compact", help="the built bundle's prompt format"
+    )
+    parser.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16"), default="auto", help="the engine's (ENGINE_DTYPE)"
+    )
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip genrec on fp32 and titled prompts (the reference)"
+    )
     parser.add_argument("--users", type=int, help="users for genrec and the floor (default 32, quick 16)")
     parser.add_argument(
         "--hf-users",
@@ -306,8 +371,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     users = args.users or (16 if args.quick else 32)
     hf_users = args.hf_users or (4 if args.quick else users)
+    dtype = EngineConfig(dtype=args.dtype).resolved().dtype
+    reference = not args.no_reference and (args.prompt, dtype) != ("titles", "float32")
 
-    bundle_dir = args.artifacts or build_bench_bundle(CACHE / "decode_bundle", args.data)
+    # The matmul rates first, before any engine binds this process's OpenMP threads.
+    rates = {d: matmul_gflops(d) for d in dict.fromkeys([dtype, *(["float32"] if reference else [])])}
+    logger.info("2048x2048 matmul: %s", ", ".join(f"{d} {r:.0f} GFLOPS" for d, r in rates.items()))
+    bundle_dir = args.artifacts or build_bench_bundle(
+        CACHE / f"decode_bundle_{args.prompt}", args.data, args.prompt
+    )
     histories = bench_histories(args.data, users)
     prompts = encode_prompts(bundle_dir, histories)
     # The HF runs go first: the in-process vLLM engine re-binds this process's OpenMP threads.
@@ -318,42 +390,82 @@ def main() -> None:
     hf_ms, hf_complete = time_hf_generate(model, bundle_dir, prompts[:hf_users], args.k)
     logger.info("hf generate: %.0f ms/user, %d/%d with k distinct items", hf_ms, hf_complete, hf_users)
     del model
-    engine = time_engine(bundle_dir, histories, args.k, batch=args.batch, compile=args.compile)
+    engine = time_engine(bundle_dir, histories, args.k, batch=args.batch, compile=args.compile, dtype=dtype)
     genrec_ms, mask_share, floor_ms, results = (
         engine.genrec_ms,
         engine.mask_share,
         engine.floor_ms,
         engine.results,
     )
-    logger.info("genrec: %.0f ms/user (mask share %.2f%%)", genrec_ms, 100 * mask_share)
+    limit = arithmetic(bundle_dir, engine, rates[dtype])
+    logger.info(
+        "genrec: %.0f ms/user (%s, mask share %.2f%%), arithmetic limit %.1f ms/user (%.2f GFLOP/user)",
+        genrec_ms, dtype, 100 * mask_share, limit["limit_ms"], limit["gflop_per_user"],
+    )  # fmt: skip
     logger.info("floor on the engine's kernels: %.0f ms/user", floor_ms)
     assert engine.prompts == prompts, "the engine must see the prompts the baselines saw"
     beam_ms, beam_complete = time_vllm_beam_search(bundle_dir, prompts, args.k)
     logger.info("vLLM beam_search: %.0f ms/user, %d/%d with k distinct items", beam_ms, beam_complete, users)
-
     assert all(len({i.item_id for i in row}) == len(row) == args.k for row in results), "not K distinct items"
+    reference_report: dict[str, object] | None = None
+    if reference:
+        titles_dir = build_bench_bundle(CACHE / "decode_bundle_titles", args.data, "titles")
+        ref = time_engine(
+            titles_dir,
+            histories,
+            args.k,
+            batch=args.batch,
+            compile=args.compile,
+            dtype="float32",
+            floor=False,
+        )
+        ref_limit = arithmetic(titles_dir, ref, rates["float32"])
+        logger.info(
+            "reference (fp32, titles): %.0f ms/user, limit %.1f", ref.genrec_ms, ref_limit["limit_ms"]
+        )
+        reference_report = {
+            "genrec_ms_per_user": ref.genrec_ms,
+            "limit_ms_per_user": ref_limit["limit_ms"],
+            "gflop_per_user": ref_limit["gflop_per_user"],
+            "genrec_over_limit": ref.genrec_ms / ref_limit["limit_ms"],
+            "mean_prompt_tokens": sum(map(len, ref.prompts)) / len(ref.prompts),
+            "speedup_of_genrec": ref.genrec_ms / genrec_ms,
+        }
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    prompt_settings = manifest.get("extra", {})
     report = {
         "ms_per_user": {
             "genrec": genrec_ms,
+            "limit": limit["limit_ms"],
             "hf_generate": hf_ms,
             "vllm_beam_search": beam_ms,
             "floor": floor_ms,
         },
         # "floor" is the lower of the two floors: the engine's own kernels are the faster ones here
         "floors": {"vllm_kernels": floor_ms, "transformers": hf_floor_ms},
+        "arithmetic": {
+            "dtype": dtype,
+            "matmul_gflops": rates,
+            "gflop_per_user": limit["gflop_per_user"],
+            "decode_rows_per_user": sum(engine.decode_rows.values()) / users,
+        },
         "vllm_beam_search_complete_lists": f"{beam_complete}/{users}",
         "hf_generate_complete_lists": f"{hf_complete}/{hf_users}",
         "ratios": {
+            "genrec_over_limit": genrec_ms / limit["limit_ms"],
             "genrec_over_floor": genrec_ms / min(floor_ms, hf_floor_ms),
             "hf_generate_over_genrec": hf_ms / genrec_ms,
         },
+        "reference_fp32_titles": reference_report,
         "mask_share": mask_share,
         "config": {
-            "model": "SmolLM2-135M-Instruct + SID tokens (fp32)",
-            "dataset": "amazon2014_beauty_p5order (test-split histories, titles in prompts)",
+            "model": f"SmolLM2-135M-Instruct + SID tokens (engine {dtype}; HF columns float32)",
+            "dataset": "amazon2014_beauty_p5order (test-split histories)",
+            "prompt": str(prompt_settings.get("prompt_format", "lines"))
+            + (" with titles" if prompt_settings.get("with_titles") else ""),
             "k": args.k,
             "levels": levels,
-            "items": json.loads((bundle_dir / "manifest.json").read_text())["num_items"],
+            "items": manifest["num_items"],
             "users": users,
             "genrec_batch": args.batch,
             "genrec_compile": args.compile,

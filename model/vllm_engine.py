@@ -131,7 +131,7 @@ def build_llm(
     memory: dict[str, Any] = {} if cpu else {"gpu_memory_utilization": config.gpu_memory_utilization}
     return LLM(
         model=str(bundle.model_dir),
-        dtype="float32" if cpu else "auto",
+        dtype=config.dtype,
         max_model_len=config.max_prompt_tokens + bundle.trie.num_levels + 8,
         max_num_seqs=max(config.max_batch * (beams or max_logprobs), 256),
         max_logprobs=max_logprobs,
@@ -195,7 +195,9 @@ class VllmRecommender(ConstrainedRecommender):
             model_version=bundle.version,
             make_ranking_scorer=make_ranking_scorer,
         )
-        logger.info("vLLM engine ready for %s (beam width %d)", bundle.version, beam_width)
+        logger.info(
+            "vLLM engine ready for %s (beam width %d, %s)", bundle.version, beam_width, config.dtype
+        )
 
     def close(self) -> None:
         """Stop the engine's worker processes now rather than at interpreter exit."""

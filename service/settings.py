@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     engine_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     engine_max_prompt_tokens: int = Field(default=512, ge=1)
     engine_compile: bool | None = None
+    # auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), float32 elsewhere
+    engine_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     @model_validator(mode="after")
     def _default_k_fits(self) -> Settings:
@@ -85,6 +87,7 @@ class Settings(BaseSettings):
             history_len=self.history_len,
             device=self.engine_device,
             compile=self.engine_compile,
+            dtype=self.engine_dtype,
         ).resolved()
 
     @property

@@ -28,6 +28,31 @@ def test_gpu_defaults_batch_wide_and_compile() -> None:
     assert config.threads is None
 
 
+@pytest.mark.parametrize(("has_bf16", "expected"), [(True, "bfloat16"), (False, "float32")])
+def test_auto_dtype_is_bf16_only_where_the_cpu_has_it(
+    monkeypatch: pytest.MonkeyPatch, has_bf16: bool, expected: str
+) -> None:
+    from model import cpu_features
+
+    monkeypatch.setattr(cpu_features, "cpu_has_bf16", lambda: has_bf16)
+    assert EngineConfig().resolved().dtype == expected
+    assert EngineConfig(device="cuda").resolved().dtype == "bfloat16"
+    assert EngineConfig(dtype="float32").resolved().dtype == "float32"  # an explicit choice wins
+    assert EngineConfig(dtype="bfloat16").resolved().dtype == "bfloat16"
+
+
+def test_settings_pass_engine_dtype_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    monkeypatch.setenv("ENGINE_DTYPE", "float32")
+    assert Settings().engine_config().dtype == "float32"
+    monkeypatch.setenv("ENGINE_DTYPE", "fp8")
+    with pytest.raises(ValidationError, match="engine_dtype"):
+        Settings()
+
+
 def test_explicit_values_win_over_device_defaults() -> None:
     config = EngineConfig(max_batch=3, threads=1, block_size=64, compile=True).resolved()
     assert (config.max_batch, config.threads, config.block_size, config.compile) == (3, 1, 64, True)
