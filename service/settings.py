@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.engine_config import EngineConfig
@@ -109,8 +111,9 @@ def get_settings() -> Settings:
 
 def environment_help() -> str:
     """The variables ``Settings`` reads, with their defaults: the epilog of the commands' --help."""
-    names = [
-        f"{name.upper()}={'' if field.default is None else field.default}"
-        for name, field in Settings.model_fields.items()
-    ]
+    def shown(field: FieldInfo) -> object:
+        default = field.get_default(call_default_factory=True)
+        return "" if default is None else json.dumps(default) if isinstance(default, list) else default
+
+    names = [f"{name.upper()}={shown(field)}" for name, field in Settings.model_fields.items()]
     return "Environment (see service/settings.py): " + ", ".join(names)

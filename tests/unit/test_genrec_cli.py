@@ -75,3 +75,7 @@ def test_command_help_has_no_raw_markup_and_serve_lists_its_environment() -> Non
     assert result.exit_code == 0
     for name in ("REDIS_URL", "PORT", "ENGINE_URL", "API_KEY"):
         assert name in result.output
+    from service.settings import environment_help
+
+    assert "CORS_ORIGINS=[]" in environment_help()  # a factory default shows its value
+    assert "Undefined" not in environment_help()
