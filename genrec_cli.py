@@ -113,6 +113,7 @@ def precompute(
     batch_size: Annotated[int | None, typer.Option(help=service_cli.BATCH_SIZE_HELP)] = None,
     only_stale: Annotated[bool, typer.Option("--only-stale", help=service_cli.ONLY_STALE_HELP)] = False,
     restart: Annotated[bool, typer.Option("--restart", help=service_cli.RESTART_HELP)] = False,
+    report: Annotated[Path | None, typer.Option(help=service_cli.REPORT_HELP)] = None,
 ) -> None:
     """Compute every known user's top-K with the engine and write it (and their history) to Redis.
 
@@ -128,6 +129,7 @@ def precompute(
             batch_size=batch_size,
             only_stale=only_stale,
             restart=restart,
+            report=report,
         )
         return
     from training.data import DataError
@@ -140,6 +142,7 @@ def precompute(
         restart=restart,
         only_stale=only_stale,
         input_errors=(DataError, FileNotFoundError),
+        report=report,
     )
 
 

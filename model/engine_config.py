@@ -9,7 +9,7 @@ from typing import Literal
 from model.cpu_features import resolve_precision
 
 EngineDtype = Literal["auto", "float32", "bfloat16"]
-VLLM_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}
+VLLM_DTYPE: dict[str, EngineDtype] = {"fp32": "float32", "bf16": "bfloat16"}
 
 CPU_MAX_BATCH = 16
 GPU_MAX_BATCH = 256

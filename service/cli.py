@@ -7,11 +7,12 @@ instead of a JSONL file.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,7 +78,7 @@ def count_histories(path: Path) -> int:
     return sum(1 for _ in read_histories(path))
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PrecomputeInput:
     """The users of one precompute run and what identifies them for the resume checkpoint."""
 
@@ -149,7 +150,7 @@ def run_precompute(
     return asyncio.run(_precompute(settings, settings.redis_url, recommender, users, options))
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PrecomputeOptions:
     k: int
     batch_size: int
@@ -218,11 +219,13 @@ def precompute_cli(
     restart: bool,
     only_stale: bool,
     input_errors: tuple[type[Exception], ...] = (),
+    report: Path | None = None,
 ) -> None:
     """The precompute command's body, shared with ``genrec precompute --data``.
 
     Bad settings or input exit 2 before any model is loaded; a run that fails part-way exits 1
-    and says how to resume. The summary goes to stdout and the log.
+    and says how to resume. The summary goes to stdout and the log, and with ``report`` as
+    JSON to that file (for schedulers and benchmarks).
     """
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -249,6 +252,10 @@ def precompute_cli(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     typer.echo(f"precompute top-{k}: {summary.describe()}")  # the result, on stdout, once
+    if report is not None:
+        report.write_text(
+            json.dumps({"k": k, "batch_size": batch_size, **dataclasses.asdict(summary)}, indent=2)
+        )
 
 
 def configure_logging(level: str) -> None:
@@ -330,6 +337,7 @@ FROM_STORE_HELP = (
 )
 K_HELP = "list length to cache (default: MAX_K + CACHE_EXTRA, what the API caches on a miss)"
 BATCH_SIZE_HELP = "users per engine call (default: PRECOMPUTE_BATCH_SIZE)"
+REPORT_HELP = "also write the run's summary as JSON to this file"
 
 
 @app.command(epilog=environment_help())
@@ -358,6 +366,7 @@ def precompute_command(
     batch_size: Annotated[int | None, typer.Option(help=BATCH_SIZE_HELP)] = None,
     only_stale: Annotated[bool, typer.Option("--only-stale", help=ONLY_STALE_HELP)] = False,
     restart: Annotated[bool, typer.Option("--restart", help=RESTART_HELP)] = False,
+    report: Annotated[Path | None, typer.Option(help=REPORT_HELP)] = None,
 ) -> None:
     """Precompute and cache the top-K of every user of a histories file or of the history store.
 
@@ -373,6 +382,7 @@ def precompute_command(
         batch_size,
         restart=restart,
         only_stale=only_stale,
+        report=report,
     )
 
 

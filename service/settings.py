@@ -111,6 +111,7 @@ def get_settings() -> Settings:
 
 def environment_help() -> str:
     """The variables ``Settings`` reads, with their defaults: the epilog of the commands' --help."""
+
     def shown(field: FieldInfo) -> object:
         default = field.get_default(call_default_factory=True)
         return "" if default is None else json.dumps(default) if isinstance(default, list) else default

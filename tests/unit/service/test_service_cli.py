@@ -185,9 +185,13 @@ async def test_precompute_command_resumes_an_interrupted_run_and_prints_the_summ
 
     healthy = HashRecommender(catalog)
     serve_model(cli_env, healthy)
-    done = await asyncio.to_thread(CliRunner().invoke, app, args)
+    report = tmp_path / "report.json"
+    done = await asyncio.to_thread(CliRunner().invoke, app, [*args, "--report", str(report)])
     assert done.exit_code == 0, done.output
     assert "15 users read in 2 batches, 15 cached" in done.output
+    summary = json.loads(report.read_text())  # the same figures, for schedulers and benchmarks
+    assert (summary["users"], summary["cached"], summary["resumed"], summary["k"]) == (15, 15, 10, 30)
+    assert summary["users_per_s"] > 0
     assert "10 skipped via resume" in done.output
     assert sum(len(call) for call in healthy.calls) == 15
     assert await redis_client.exists(*(topk_key("test-v1", f"u{u}") for u in range(25))) == 25
