@@ -28,19 +28,12 @@ from model.catalog import Catalog, CatalogItem
 from model.prompts import ANSWER_CUE, encode_prompt, next_item_prompt, training_windows
 from model.semantic_id import SidScheme
 from training.base_model import add_sid_tokens, sid_token_ids
+from training.checkpoint import CHECKPOINT_DIR, LAST_CHECKPOINT
 from training.data import Example, InteractionData, leave_one_out, load_lcrec
 from training.devices import pick_device
 from training.encoding import IGNORE, Encoded, collate, encode_example, length_bucketed_batches, tiny_corpus
 from training.export import CURRENT, export_run
-from training.finetune import (
-    CHECKPOINT_DIR,
-    LAST_CHECKPOINT,
-    MERGED_DIR,
-    RUN_CATALOG,
-    RUN_REPORT,
-    RUN_TRIE,
-    train,
-)
+from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE, train
 from training.item_tokenizer import CATALOG_FILE, TRIE_FILE, ItemTokenizerConfig, tokenize_dataset
 from training.synthetic import generate_synthetic
 from training.tasks import training_sequences
@@ -483,7 +476,7 @@ def uninterrupted(prepared: tuple[InteractionData, Path]) -> Path:
 def test_resume_gives_the_same_weights_and_loss_as_an_uninterrupted_run(
     prepared: tuple[InteractionData, Path], uninterrupted: Path, tmp_path: Path
 ) -> None:
-    from training.finetune import CHECKPOINT_DIR, LAST_CHECKPOINT, TrainingInterrupted
+    from training.trainer import TrainingInterrupted
 
     data, tok_dir = prepared
     config = SHORT.model_copy(update={"checkpoint_every": 3})
@@ -631,7 +624,8 @@ def test_validation_early_stopping_keeps_the_best_and_matches_the_engine(
 def test_resume_inside_the_annealing_stage_matches_an_uninterrupted_run(
     prepared: tuple[InteractionData, Path], tmp_path: Path
 ) -> None:
-    from training.finetune import ANNEAL, STAGE1_DIR, TrainingInterrupted
+    from training.finetune import STAGE1_DIR
+    from training.trainer import ANNEAL, TrainingInterrupted
 
     data, tok_dir = prepared
     config = SHORT.model_copy(
