@@ -73,8 +73,10 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
-    weight: float = Field(default=1.0, ge=0.0, le=100.0)
+    enabled: bool = Field(default=False, description="the task trains")
+    weight: float = Field(
+        default=1.0, ge=0.0, le=100.0, description="examples per epoch relative to next-item"
+    )
 
 
 def _spec(enabled: bool = False, weight: float = 1.0) -> TaskSpec:
@@ -86,14 +88,26 @@ class TaskMixture(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    next_item: TaskSpec = Field(default_factory=lambda: _spec(True))
-    sid_to_title: TaskSpec = Field(default_factory=_spec)
-    title_to_sid: TaskSpec = Field(default_factory=_spec)
-    source_recon: TaskSpec = Field(default_factory=_spec)
-    prefix_recon: TaskSpec = Field(default_factory=_spec)
-    masked_item: TaskSpec = Field(default_factory=_spec)
-    bpr: TaskSpec = Field(default_factory=_spec)
-    negative: TaskSpec = Field(default_factory=_spec)
+    next_item: TaskSpec = Field(
+        default_factory=lambda: _spec(True), description="history -> the next item's ID (the served task)"
+    )
+    sid_to_title: TaskSpec = Field(default_factory=_spec, description="an item's ID -> its title")
+    title_to_sid: TaskSpec = Field(default_factory=_spec, description="an item's title or text -> its ID")
+    source_recon: TaskSpec = Field(
+        default_factory=_spec, description="dual-source IDs: one source's codes -> the other's"
+    )
+    prefix_recon: TaskSpec = Field(
+        default_factory=_spec, description="title + the first codes of the ID -> the remaining codes"
+    )
+    masked_item: TaskSpec = Field(
+        default_factory=_spec, description="a history with one item masked -> the masked item's ID"
+    )
+    bpr: TaskSpec = Field(
+        default_factory=_spec, description="history + the next item and a negative -> the preferred one"
+    )
+    negative: TaskSpec = Field(
+        default_factory=_spec, description="history + a candidate (next item or negative) -> yes/no"
+    )
 
     def spec(self, task: str) -> TaskSpec:
         return getattr(self, task)
