@@ -32,7 +32,7 @@ from training.adapters import stage1_model  # noqa: E402
 from training.base_model import add_sid_tokens, build_scratch_model, resolve_base_model  # noqa: E402
 from training.data import load_lcrec  # noqa: E402
 from training.encoding import collate_left, encode_sequences, token_loss  # noqa: E402
-from training.tasks import training_sequences  # noqa: E402
+from training.task_context import training_sequences  # noqa: E402
 from training.train_config import TrainConfig  # noqa: E402
 
 

@@ -26,7 +26,9 @@ from model.prompts import (
 from model.semantic_id import SemanticId, SidScheme
 from model.topk import PromptBuilder
 from training.data import Example
-from training.tasks import NEXT_ITEM, Sample, render_prompt, trimmed
+from training.task_context import Sample
+from training.task_mixture import NEXT_ITEM
+from training.task_prompts import render_prompt, trimmed
 from training.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)

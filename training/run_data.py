@@ -17,7 +17,9 @@ from typing import Any
 from model.catalog import Catalog
 from training.data import Example, InteractionData, leave_one_out
 from training.encoding import SEQUENCE, Encoded, encode_samples, encode_sequences
-from training.tasks import NEXT_ITEM, Sample, TaskContext, build_mixture, training_sequences
+from training.task_context import Sample, TaskContext, training_sequences
+from training.task_mixture import NEXT_ITEM
+from training.tasks import build_mixture
 from training.train_config import TrainConfig
 
 

@@ -35,7 +35,7 @@ from training.sid_alignment import (
     init_aligned_sid_embeddings,
     init_codebook_sid_embeddings,
 )
-from training.tasks import Sample
+from training.task_context import Sample
 from training.train_config import SCRATCH, TrainConfig
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from training.cli_common import DataOpt, load_data
 from training.config_options import field_options, given, merged, option_of
-from training.tasks import TASKS
+from training.task_mixture import TASKS
 from training.train_config import TrainConfig
 
 SETTINGS_PANEL = "Settings (TrainConfig fields; they override --config)"

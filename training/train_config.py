@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model.prompts import COMPACT
 from model.topk import PromptSettings
-from training.tasks import NEXT_ITEM, TaskMixture
+from training.task_mixture import NEXT_ITEM, TaskMixture
 
 SCRATCH = "scratch"
 

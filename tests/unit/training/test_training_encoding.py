@@ -27,7 +27,9 @@ from training import encoding
 from training.base_model import build_tiny_model
 from training.data import InteractionData, ItemText, leave_one_out
 from training.encoding import Encoded, _SplicingEncoder, encode_samples, prompt_text
-from training.tasks import NEXT_ITEM, TASKS, Sample, TaskContext, TaskMixture, TaskSpec, build_mixture
+from training.task_context import Sample, TaskContext
+from training.task_mixture import NEXT_ITEM, TASKS, TaskMixture, TaskSpec
+from training.tasks import build_mixture
 from training.train_config import TrainConfig
 
 SCHEME = SidScheme((4, 4, 3))

@@ -36,7 +36,7 @@ from training.export import CURRENT, export_run
 from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE, train
 from training.item_tokenizer import CATALOG_FILE, TRIE_FILE, ItemTokenizerConfig, tokenize_dataset
 from training.synthetic import generate_synthetic
-from training.tasks import training_sequences
+from training.task_context import training_sequences
 from training.train_config import TrainConfig
 
 # ---------------------------------------------------------------------------------------------
