@@ -19,9 +19,11 @@ import torch
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from model.progress import progress
+from training.batches import collate_left, length_bucketed_batches
 from training.checkpoint import Checkpoints, StageState, restore
 from training.devices import autocast_for
-from training.encoding import Encoded, collate_left, length_bucketed_batches, token_loss
+from training.encoding import Encoded
+from training.loss import token_loss
 from training.train_config import TrainConfig
 from training.validation import Validator
 
