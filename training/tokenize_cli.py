@@ -42,7 +42,8 @@ def tokenize(
     """Give every item a semantic ID: text and/or behaviour vectors -> residual k-means + disambiguation."""
     from pydantic import ValidationError
 
-    from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
+    from training.item_tokenizer import tokenize_dataset
+    from training.tokenizer_config import ItemTokenizerConfig
 
     overrides = {
         "sources": tuple(s.strip() for s in sources.split(",") if s.strip()) if sources is not None else None,

@@ -35,9 +35,10 @@ from training.devices import pick_device
 from training.encoding import IGNORE, Encoded, encode_example, tiny_corpus
 from training.export import CURRENT, export_run
 from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE, train
-from training.item_tokenizer import CATALOG_FILE, TRIE_FILE, ItemTokenizerConfig, tokenize_dataset
+from training.item_tokenizer import CATALOG_FILE, TRIE_FILE, tokenize_dataset
 from training.synthetic import generate_synthetic
 from training.task_context import training_sequences
+from training.tokenizer_config import ItemTokenizerConfig
 from training.train_config import TrainConfig
 
 # ---------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from cli_output import mentions, run_genrec
 
 from training.data import load_lcrec
 from training.finetune import RUN_REPORT
-from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
+from training.item_tokenizer import tokenize_dataset
 from training.synthetic import generate_synthetic
+from training.tokenizer_config import ItemTokenizerConfig
 from training.train_config import ScratchShape, TrainConfig
 
 
