@@ -25,17 +25,24 @@ def length_bucketed_batches(
         yield [data[i] for i in batch]
 
 
-def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+def _padded(batch: Sequence[Encoded], pad_id: int, *, left: bool) -> dict[str, torch.Tensor]:
+    """Ids, labels and attention mask of ``batch``, padded to its longest row on one side."""
     length = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
     attention = torch.zeros((len(batch), length), dtype=torch.long)
     for row, example in enumerate(batch):
         n = len(example.input_ids)
-        ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        attention[row, :n] = 1
+        span = slice(length - n, length) if left else slice(0, n)
+        ids[row, span] = torch.tensor(example.input_ids)
+        labels[row, span] = torch.tensor(example.labels)
+        attention[row, span] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": attention}
+
+
+def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: what an HF model's own ``labels`` loss reads (tests compare with it)."""
+    return _padded(batch, pad_id, left=False)
 
 
 def collate_left(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
@@ -44,14 +51,11 @@ def collate_left(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tenso
     Position ids count real tokens only, so a row reads exactly as it would alone (and as
     served); batch padding never shifts positions.
     """
-    length = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), length), IGNORE, dtype=torch.long)
-    attention = torch.zeros((len(batch), length), dtype=torch.long)
-    for row, example in enumerate(batch):
-        n = len(example.input_ids)
-        ids[row, length - n :] = torch.tensor(example.input_ids)
-        labels[row, length - n :] = torch.tensor(example.labels)
-        attention[row, length - n :] = 1
-    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-    return {"input_ids": ids, "attention_mask": attention, "position_ids": positions, "labels": labels}
+    out = _padded(batch, pad_id, left=True)
+    positions = (out["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+    return {
+        "input_ids": out["input_ids"],
+        "attention_mask": out["attention_mask"],
+        "position_ids": positions,
+        "labels": out["labels"],
+    }
