@@ -99,11 +99,12 @@ def given(
     options: Iterable[FieldOption], values: dict[str, Any], ctx: typer.Context
 ) -> dict[tuple[str, ...], Any]:
     """The fields set on the command line (not left at their defaults): path -> value."""
-    sources = {o.parameter.name: ctx.get_parameter_source(o.parameter.name) for o in options}
-    typed = [
-        o for o in options if getattr(sources[o.parameter.name], "name", "DEFAULT") not in DEFAULT_SOURCES
-    ]
-    return {o.path: values[o.parameter.name] for o in typed}
+    typed: dict[tuple[str, ...], Any] = {}
+    for option in options:
+        source = ctx.get_parameter_source(option.parameter.name)
+        if source is not None and source.name not in DEFAULT_SOURCES:
+            typed[option.path] = values[option.parameter.name]
+    return typed
 
 
 def merged(base: dict[str, Any], overrides: dict[tuple[str, ...], Any]) -> dict[str, Any]:
