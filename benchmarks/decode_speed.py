@@ -62,7 +62,8 @@ def build_bench_bundle(root: Path, data_dir: Path, prompt: str = "titles") -> Pa
     from training.data import load_lcrec
     from training.export import export_run
     from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE
-    from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
+    from training.item_tokenizer import tokenize_dataset
+    from training.tokenizer_config import ItemTokenizerConfig
     from training.train_config import TrainConfig
 
     bundle = root / "artifacts" / "bench"

@@ -116,15 +116,9 @@ def main() -> None:
         return
 
     from training.data import load_lcrec, sort_item_ids
-    from training.item_tokenizer import (
-        BEHAVIOR,
-        SEMANTIC,
-        ItemTokenizerConfig,
-        behavior_embeddings,
-        semantic_embeddings,
-        tokenize_dataset,
-    )
+    from training.item_tokenizer import behavior_embeddings, semantic_embeddings, tokenize_dataset
     from training.text_embeddings import encode_texts
+    from training.tokenizer_config import BEHAVIOR, SEMANTIC, ItemTokenizerConfig
 
     data = load_lcrec(args.data)
     item_ids = sort_item_ids(data.items)

@@ -28,11 +28,13 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
 from model.catalog import Catalog  # noqa: E402
 from model.cpu_features import cpu_has_bf16  # noqa: E402
+from training.adapters import stage1_model  # noqa: E402
 from training.base_model import add_sid_tokens, build_scratch_model, resolve_base_model  # noqa: E402
+from training.batches import collate_left  # noqa: E402
 from training.data import load_lcrec  # noqa: E402
-from training.encoding import collate_left, encode_sequences, token_loss  # noqa: E402
-from training.finetune import stage1_model  # noqa: E402
-from training.tasks import training_sequences  # noqa: E402
+from training.encoding import encode_sequences  # noqa: E402
+from training.loss import token_loss  # noqa: E402
+from training.task_context import training_sequences  # noqa: E402
 from training.train_config import TrainConfig  # noqa: E402
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from training.tasks import (
+from training.task_mixture import (
     BPR,
     MASKED_ITEM,
     NEGATIVE,

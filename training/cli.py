@@ -1,25 +1,33 @@
-"""``genrec`` subcommands of the offline side: data, tokenize, train, export, eval."""
+"""``genrec`` subcommands of the offline side, composed into one Typer app.
+
+The evaluation commands (eval, baseline) live here: both score rankings through the same
+harness (``training.evaluate``). The others live next to what they drive: ``data_cli``
+(generate-data, histories), ``tokenize_cli``, ``train_cli`` and ``export_cli``.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
-import random
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from training.data import DataError, InteractionData, load_lcrec, serving_histories
+from training.cli_common import DataOpt
+from training.cli_common import load_data as _load
+from training.data_cli import generate_data, histories
+from training.export_cli import export
+from training.tokenize_cli import tokenize
+from training.train_cli import train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
-logger = logging.getLogger(__name__)
+app.command("generate-data")(generate_data)
+app.command()(tokenize)
+app.command()(train)
+app.command()(export)
+app.command()(histories)
 
-DataOpt = Annotated[
-    Path, typer.Option("--data", help="LC-Rec dataset directory (X.inter.json + X.item.json)")
-]
 EvalK = Annotated[
     int,
     typer.Option(
@@ -27,310 +35,6 @@ EvalK = Annotated[
     ),
 ]
 MaxUsers = Annotated[int | None, typer.Option(min=1, help="evaluate a random sample of this many users")]
-
-
-def _load(path: Path) -> InteractionData:
-    try:
-        return load_lcrec(path)
-    except (DataError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--data") from exc
-
-
-@app.command("generate-data")
-def generate_data(
-    out: Annotated[Path, typer.Option(help="directory to write Synthetic.inter.json / .item.json")],
-    users: int = 600,
-    items: int = 300,
-    categories: int = 8,
-    seed: int = 0,
-) -> None:
-    """Write the deterministic synthetic dataset (the demo's embedded default)."""
-    from training.synthetic import generate_synthetic
-
-    try:
-        generate_synthetic(out, num_users=users, num_items=items, num_categories=categories, seed=seed)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    typer.echo(f"synthetic dataset written to {out}")
-
-
-@app.command()
-def tokenize(
-    data: DataOpt,
-    out: Annotated[Path, typer.Option(help="output directory for catalog.json, trie.npz, report")],
-    config: Annotated[
-        Path | None, typer.Option("--config", help="JSON ItemTokenizerConfig; options given here override it")
-    ] = None,
-    sources: Annotated[
-        str | None, typer.Option(help="comma-separated, in code order: semantic, behavior or both (dual)")
-    ] = None,
-    levels: Annotated[int | None, typer.Option(help="semantic (text) k-means levels [3]")] = None,
-    codebook_size: Annotated[int | None, typer.Option(help="codes per semantic level [256]")] = None,
-    behavior_levels: Annotated[int | None, typer.Option(help="behavioural (SASRec) levels [1]")] = None,
-    behavior_codebook_size: Annotated[
-        int | None, typer.Option(help="codes per behavioural level [256]")
-    ] = None,
-    align: Annotated[
-        bool | None,
-        typer.Option("--align/--no-align", help="save codebooks for the LLM-aligned token init [on]"),
-    ] = None,
-    text_encoder: Annotated[
-        str | None,
-        typer.Option(help="item text embedder: minilm, smollm2 (hidden states) or a HF checkpoint [minilm]"),
-    ] = None,
-    text_max_tokens: Annotated[int | None, typer.Option(help="LLM text encoder: tokens per item [32]")] = (
-        None
-    ),
-    seed: Annotated[int | None, typer.Option(help="k-means and SASRec seed [0]")] = None,
-) -> None:
-    """Give every item a semantic ID: text and/or behaviour vectors -> residual k-means + disambiguation."""
-    from pydantic import ValidationError
-
-    from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
-
-    overrides = {
-        "sources": tuple(s.strip() for s in sources.split(",") if s.strip()) if sources is not None else None,
-        "levels": levels,
-        "codebook_size": codebook_size,
-        "behavior_levels": behavior_levels,
-        "behavior_codebook_size": behavior_codebook_size,
-        "align": align,
-        "text_encoder": text_encoder,
-        "text_max_tokens": text_max_tokens,
-        "seed": seed,
-    }
-    try:
-        base = json.loads(config.read_text()) if config is not None else {}
-        settings = ItemTokenizerConfig.model_validate(
-            {**base, **{k: v for k, v in overrides.items() if v is not None}}
-        )
-    except (OSError, json.JSONDecodeError) as exc:
-        raise typer.BadParameter(f"cannot read {config}: {exc}", param_hint="--config") from exc
-    except ValidationError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config or the tokenizer options") from exc
-    dataset = _load(data)
-    try:
-        _, report = tokenize_dataset(dataset, settings, out)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    typer.echo(json.dumps(report.to_json(), indent=2))
-
-
-def _task_overrides(specs: list[str] | None) -> dict[str, dict[str, object]]:
-    """``--task NAME=WEIGHT`` (repeatable): enable NAME with that weight; weight 0 disables it."""
-    from training.tasks import TASKS
-
-    out: dict[str, dict[str, object]] = {}
-    for spec in specs or []:
-        name, sep, weight = spec.partition("=")
-        name = name.strip()
-        if name not in TASKS:
-            raise typer.BadParameter(f"unknown task {name!r}; one of {', '.join(TASKS)}", param_hint="--task")
-        try:
-            value = float(weight) if sep else 1.0
-        except ValueError:
-            raise typer.BadParameter(f"{spec!r}: weight must be a number", param_hint="--task") from None
-        out[name] = {"enabled": value > 0, "weight": value}
-    return out
-
-
-@app.command()
-def train(
-    data: DataOpt,
-    tokenizer: Annotated[Path, typer.Option("--tokenizer", help="output directory of `genrec tokenize`")],
-    out: Annotated[Path, typer.Option(help="run directory (merged model, catalog, trie, report)")],
-    config: Annotated[
-        Path | None, typer.Option("--config", help="JSON TrainConfig; options given here override it")
-    ] = None,
-    base_model: Annotated[
-        str | None,
-        typer.Option(
-            help="'smollm2', 'scratch' (small Llama over the IDs), 'tiny' or a local HF checkpoint [smollm2]"
-        ),
-    ] = None,
-    objective: Annotated[
-        str | None,
-        typer.Option(help="sequence (whole sequences, packed) or prompt (one per target) [sequence]"),
-    ] = None,
-    prompt_format: Annotated[str | None, typer.Option(help="compact or lines [compact]")] = None,
-    loss_vocab: Annotated[
-        str | None, typer.Option(help="sid (softmax over the ID tokens) or full (whole vocabulary) [sid]")
-    ] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="auto, fp32 or bf16 (auto: bf16 where native) [auto]")
-    ] = None,
-    epochs: Annotated[float | None, typer.Option(help="[1.0]")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="stage-1 optimizer steps (overrides epochs)")] = None,
-    max_examples: Annotated[int | None, typer.Option(help="a random sample of next-item examples")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="[16]")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="[1]")] = None,
-    lr: Annotated[float | None, typer.Option(help="[1e-3]")] = None,
-    lr_schedule: Annotated[str | None, typer.Option(help="linear or cosine [linear]")] = None,
-    lora_r: Annotated[
-        int | None, typer.Option(help="LoRA rank (alpha = 2 r unless the config sets it) [16]")
-    ] = None,
-    full_finetune: Annotated[
-        bool | None,
-        typer.Option("--full-finetune/--lora", help="train every weight in stage 1, not LoRA [lora]"),
-    ] = None,
-    titles: Annotated[
-        bool | None, typer.Option("--titles/--no-titles", help="item titles in prompts [off]")
-    ] = None,
-    prompt_align: Annotated[
-        int | None,
-        typer.Option(help="lines format: left-pad prompts to a multiple of this (the KV block size) [1]"),
-    ] = None,
-    task: Annotated[
-        list[str] | None,
-        typer.Option("--task", help="NAME=WEIGHT, repeatable: enable a task (weight 0: disable)"),
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(help="steps between resumable checkpoints [0: none]")
-    ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/checkpoints/last.pt")] = False,
-    max_train_s: Annotated[
-        float | None, typer.Option(help="stop stage 1 after this much training time")
-    ] = None,
-    val_every: Annotated[int | None, typer.Option(help="steps between validation Recall@K [0: none]")] = None,
-    val_users: Annotated[int | None, typer.Option(help="validation users sampled once [500]")] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="validations without improvement before stopping")
-    ] = None,
-    anneal: Annotated[
-        bool | None, typer.Option("--anneal/--no-anneal", help="annealing LoRA stage on next-item [off]")
-    ] = None,
-    anneal_steps: Annotated[int | None, typer.Option(help="[200]")] = None,
-    anneal_lr: Annotated[float | None, typer.Option(help="[3e-4]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [auto]")] = None,
-    seed: Annotated[int | None, typer.Option(help="[0]")] = None,
-) -> None:
-    """LoRA fine-tune the base LLM on the task mixture (next-item by default), optionally anneal, merge."""
-    from pydantic import ValidationError
-
-    from training.base_model import TINY, resolve_base_model
-    from training.finetune import RUN_CATALOG, RUN_TRIE
-    from training.finetune import train as run_train
-    from training.train_config import SCRATCH, TrainConfig
-
-    for part in (RUN_CATALOG, RUN_TRIE):
-        if not (tokenizer / part).is_file():
-            raise typer.BadParameter(
-                f"{tokenizer} has no {part}; run `genrec tokenize` first", param_hint="--tokenizer"
-            )
-    overrides = {
-        "base_model": base_model,
-        "objective": objective,
-        "prompt_format": prompt_format,
-        "loss_vocab": loss_vocab,
-        "precision": precision,
-        "epochs": epochs,
-        "max_steps": max_steps,
-        "max_train_examples": max_examples,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "lr": lr,
-        "lr_schedule": lr_schedule,
-        "lora_r": lora_r,
-        "full_finetune": full_finetune,
-        "with_titles": titles,
-        "prompt_align": prompt_align,
-        "checkpoint_every": checkpoint_every,
-        "max_train_s": max_train_s,
-        "val_every": val_every,
-        "val_users": val_users,
-        "patience": patience,
-        "anneal": anneal,
-        "anneal_steps": anneal_steps,
-        "anneal_lr": anneal_lr,
-        "device": device,
-        "seed": seed,
-    }
-    try:
-        base = json.loads(config.read_text()) if config is not None else {}
-        if not isinstance(base, dict):
-            raise json.JSONDecodeError("expected a JSON object of TrainConfig fields", "", 0)
-        merged = {**base, **{k: v for k, v in overrides.items() if v is not None}}
-        if lora_r is not None and "lora_alpha" not in base:
-            merged["lora_alpha"] = 2 * lora_r
-        tasks = dict(merged.get("tasks") or {})
-        for name, spec in _task_overrides(task).items():
-            tasks[name] = {**(tasks.get(name) or {}), **spec}
-        if tasks:
-            merged["tasks"] = tasks
-        settings = TrainConfig.model_validate(merged)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise typer.BadParameter(f"cannot read {config}: {exc}", param_hint="--config") from exc
-    except ValidationError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config or the train options") from exc
-    if settings.base_model not in (TINY, SCRATCH):
-        try:  # before any work: a bad path fails now, and smollm2 is converted once, up front
-            resolve_base_model(settings.base_model)
-        except FileNotFoundError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--base-model") from exc
-    dataset = _load(data)
-    try:
-        merged_dir = run_train(dataset, tokenizer, out, settings, resume=resume)
-    except (FileNotFoundError, ValueError) as exc:
-        if not resume:
-            raise
-        raise typer.BadParameter(str(exc), param_hint="--resume") from exc
-    typer.echo(f"merged model saved to {merged_dir}")
-
-
-@app.command()
-def export(
-    run: Annotated[Path, typer.Option(help="run directory of `genrec train`")],
-    artifacts: Annotated[Path, typer.Option(help="artifacts root")] = Path("artifacts"),
-    version: Annotated[
-        str | None, typer.Option(help="bundle version (default: <dataset>-<UTC time>)")
-    ] = None,
-) -> None:
-    """Write artifacts/<version>/ (model, catalog, trie, manifest) and point current at it."""
-    from training.export import export_run
-
-    if version is None:
-        report = (
-            json.loads((run / "train_report.json").read_text())
-            if (run / "train_report.json").is_file()
-            else {}
-        )
-        version = f"{str(report.get('dataset', 'genrec')).lower()}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    try:
-        bundle = export_run(run, artifacts, version)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    typer.echo(f"exported {bundle.root} ({len(bundle.catalog)} items)")
-
-
-@app.command()
-def histories(
-    data: DataOpt,
-    out: Annotated[Path, typer.Option(help='output JSONL, one {"user_id", "history"} per line')],
-    split: Annotated[
-        str, typer.Option(help="serve: whole sequences; test / valid: the histories those targets follow")
-    ] = "serve",
-    max_users: Annotated[int | None, typer.Option(help="a random sample of this many users")] = None,
-    seed: int = 0,
-) -> None:
-    """Write users' histories as the input of `genrec recommend-batch` and `genrec precompute --histories`."""
-    from training.evaluate import select_examples
-
-    if max_users is not None and max_users < 1:
-        raise typer.BadParameter("must be >= 1", param_hint="--max-users")
-    dataset = _load(data)
-    if split == "serve":
-        users = list(serving_histories(dataset))
-        if max_users is not None and len(users) > max_users:
-            users = random.Random(seed).sample(users, max_users)
-    elif split in ("valid", "test"):
-        users = [(e.user_id, list(e.history)) for e in select_examples(dataset, split, max_users, seed)]
-    else:
-        raise typer.BadParameter("must be 'serve', 'valid' or 'test'", param_hint="--split")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as sink:
-        for user_id, history in users:
-            sink.write(json.dumps({"user_id": user_id, "history": list(history)}) + "\n")
-    typer.echo(f"wrote {len(users)} histories to {out}")
 
 
 EVAL_PRECISIONS = ("auto", "fp32", "bf16")

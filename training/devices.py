@@ -24,3 +24,13 @@ def autocast_for(device: torch.device, precision: str = "auto") -> Any:
     """The autocast context for ``precision`` (auto|fp32|bf16) on ``device``."""
     dtype = resolve_precision(precision, device.type)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def training_device(name: str) -> torch.device:
+    """The device a fine-tuning run trains on (``pick_device``), with TF32 matmuls on CUDA:
+    fp32 weights then train at tensor-core speed."""
+    device = pick_device(name)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device

@@ -12,6 +12,10 @@ item order) so every ID is unique and the trie maps each leaf to exactly one cat
 With ``align`` the per-level codebooks are saved too (``sid_codebooks.npz``): fine-tuning then
 initialises the ID tokens' embeddings from them (Semantic Convergence, see
 ``training.sid_alignment``).
+
+This module embeds the items and writes the tokenizer directory; the settings are
+``training.tokenizer_config``'s, the index ``training.item_index``'s and the quantization
+``training.residual_kmeans``'s.
 """
 
 from __future__ import annotations
@@ -19,25 +23,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 
 from model.catalog import Catalog, CatalogItem
-from model.semantic_id import SemanticId, SidScheme
 from model.trie import CompiledTrie
-from training.base_model import SMOLLM2
 from training.data import InteractionData, sort_item_ids, train_item_counts
+from training.item_index import TokenizerReport, build_item_index
 from training.sasrec import SasrecConfig
-from training.sid_alignment import CODEBOOKS_FILE, DISAMBIGUATION, SidCodebooks
+from training.sid_alignment import CODEBOOKS_FILE
 from training.text_embeddings import encode_texts
+from training.tokenizer_config import MINILM, SEMANTIC, ItemTokenizerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,247 +45,6 @@ TRIE_FILE = "trie.npz"
 REPORT_FILE = "tokenizer_report.json"
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
-MINILM = "minilm"
-SEMANTIC = "semantic"
-BEHAVIOR = "behavior"
-SOURCES = (SEMANTIC, BEHAVIOR)
-
-
-class ItemTokenizerConfig(BaseModel):
-    """Semantic-ID shape: each source's k-means levels, in ``sources`` order, then disambiguation.
-
-    ``levels``/``codebook_size`` shape the semantic (text) codes, ``behavior_levels``/
-    ``behavior_codebook_size`` the behavioural (SASRec) codes.
-    """
-
-    sources: tuple[str, ...] = (SEMANTIC,)
-    levels: int = Field(default=3, ge=1)
-    codebook_size: int = Field(default=256, ge=1)
-    behavior_levels: int = Field(default=1, ge=1)
-    behavior_codebook_size: int = Field(default=256, ge=1)
-    align: bool = True
-    # What embeds the item text: "minilm" (the bundled all-MiniLM-L6-v2 sentence encoder) or a
-    # base LLM ("smollm2" or a local HF checkpoint) whose mean last hidden state is the vector
-    # (``training.llm_embeddings``), cut to ``text_max_tokens`` tokens.
-    text_encoder: str = MINILM
-    text_max_tokens: int = Field(default=32, ge=1)
-    seed: int = 0
-    kmeans_iters: int = Field(default=50, ge=1)
-    sasrec: SasrecConfig = SasrecConfig()
-
-    @field_validator("sources")
-    @classmethod
-    def _known_sources(cls, sources: tuple[str, ...]) -> tuple[str, ...]:
-        if not sources:
-            raise ValueError(f"sources must name at least one of {', '.join(SOURCES)}")
-        unknown = [s for s in sources if s not in SOURCES]
-        if unknown or len(set(sources)) != len(sources):
-            raise ValueError(f"sources must be distinct names from {SOURCES}, got {list(sources)}")
-        return sources
-
-    @field_validator("text_encoder")
-    @classmethod
-    def _known_encoder(cls, name: str) -> str:
-        if name in (MINILM, SMOLLM2) or (Path(name) / "config.json").is_file():
-            return name
-        raise ValueError(f"{name!r} is not {MINILM!r}, {SMOLLM2!r} or a HF checkpoint directory")
-
-    def shape(self, source: str) -> tuple[int, int]:
-        """(levels, codebook size) of one source."""
-        if source == SEMANTIC:
-            return self.levels, self.codebook_size
-        return self.behavior_levels, self.behavior_codebook_size
-
-    def check_fits(self, num_items: int) -> None:
-        """A codebook larger than the catalog could never be used: refuse it before any work."""
-        for source in self.sources:
-            _, size = self.shape(source)
-            if size > num_items:
-                field = "codebook_size" if source == SEMANTIC else "behavior_codebook_size"
-                raise ValueError(
-                    f"{field}={size} asks for more codes than the catalog has items ({num_items})"
-                )
-
-
-@dataclass(frozen=True)
-class TokenizerReport:
-    """How well the codes use their codebooks; the figures to compare against published tokenizers.
-
-    ``levels`` counts every level of the semantic ID, the disambiguation level included.
-    ``collision_rate`` is the fraction of items whose k-means prefix was already taken by an
-    earlier item, i.e. ``1 - unique_prefixes / num_items``.
-    """
-
-    num_items: int
-    levels: int
-    codebook_sizes: tuple[int, ...]
-    usage: tuple[float, ...]
-    entropy_bits: tuple[float, ...]
-    collision_rate: float
-    max_items_per_prefix: int
-    wall_time_s: float
-    embed_time_s: float = 0.0
-    extra: dict[str, object] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Quantized:
-    """Residual k-means output: codes ``[n, levels]`` and each level's centroids ``[codes, dim]``."""
-
-    codes: np.ndarray
-    codebooks: list[np.ndarray]
-
-
-def residual_quantize(
-    embeddings: np.ndarray, levels: int, codebook_size: int, seed: int, *, iters: int = 50
-) -> Quantized:
-    """Level ``l`` clusters what levels ``0..l-1`` left unexplained.
-
-    Deterministic for a given ``seed`` (one k-means init per level, seeded ``seed + level``).
-    """
-    if embeddings.ndim != 2:
-        raise ValueError(f"embeddings must be a 2-D array [items, dim], got shape {embeddings.shape}")
-    n = embeddings.shape[0]
-    if n == 0:
-        raise ValueError("cannot tokenize an empty catalog (0 embeddings)")
-    if levels < 1:
-        raise ValueError(f"levels must be >= 1, got {levels}")
-    if not 1 <= codebook_size <= n:
-        raise ValueError(f"codebook_size {codebook_size} must be in 1..{n} (one code per item at most)")
-    residual = np.asarray(embeddings, dtype=np.float64).copy()
-    codes = np.zeros((n, levels), dtype=np.int64)
-    codebooks: list[np.ndarray] = []
-    for level in range(levels):
-        kmeans = KMeans(n_clusters=codebook_size, n_init=1, max_iter=iters, random_state=seed + level)
-        with warnings.catch_warnings():
-            # Near-duplicate texts leave fewer distinct residuals than codes; that is expected.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            labels = kmeans.fit_predict(residual)
-        codes[:, level] = labels
-        codebooks.append(kmeans.cluster_centers_.astype(np.float32))
-        residual -= kmeans.cluster_centers_[labels]
-        logger.info(
-            "k-means level %d/%d: %d of %d codes used, residual norm %.4f",
-            level + 1,
-            levels,
-            len(set(labels)),
-            codebook_size,
-            np.linalg.norm(residual) / np.sqrt(n),
-        )
-    return Quantized(codes, codebooks)
-
-
-def residual_kmeans(
-    embeddings: np.ndarray, levels: int, codebook_size: int, seed: int, *, iters: int = 50
-) -> np.ndarray:
-    """Codes ``[n, levels]`` of :func:`residual_quantize`."""
-    return residual_quantize(embeddings, levels, codebook_size, seed, iters=iters).codes
-
-
-def collision_rate(codes: np.ndarray) -> float:
-    """Fraction of items whose code tuple an earlier item already has (``1 - unique / n``)."""
-    n = codes.shape[0]
-    if n == 0:
-        return 0.0
-    return 1.0 - len({tuple(row) for row in codes.tolist()}) / n
-
-
-def add_disambiguation_level(codes: np.ndarray) -> np.ndarray:
-    """Append a level numbering the items that share a prefix: 0 for the first, 1 for the second, ..."""
-    if codes.ndim != 2:
-        raise ValueError(f"codes must be a 2-D array [items, levels], got shape {codes.shape}")
-    seen: Counter[tuple[int, ...]] = Counter()
-    extra = np.zeros((codes.shape[0], 1), dtype=np.int64)
-    for row, prefix in enumerate(codes.tolist()):
-        key = tuple(prefix)
-        extra[row, 0] = seen[key]
-        seen[key] += 1
-    return np.concatenate([codes.astype(np.int64), extra], axis=1)
-
-
-def _entropy_bits(column: np.ndarray) -> float:
-    counts = np.unique(column, return_counts=True)[1]
-    p = counts / counts.sum()
-    return float(-(p * np.log2(p)).sum())
-
-
-def build_semantic_ids(
-    embeddings: np.ndarray, config: ItemTokenizerConfig
-) -> tuple[SidScheme, list[SemanticId], TokenizerReport]:
-    """Single-source semantic IDs for items in row order (``embeddings`` as the semantic source)."""
-    scheme, sids, report, _ = build_item_index(
-        {SEMANTIC: embeddings}, config.model_copy(update={"sources": (SEMANTIC,)})
-    )
-    return scheme, sids, report
-
-
-def build_item_index(
-    embeddings: dict[str, np.ndarray], config: ItemTokenizerConfig
-) -> tuple[SidScheme, list[SemanticId], TokenizerReport, SidCodebooks]:
-    """Semantic IDs for items in row order from each configured source's embeddings, the scheme
-    they fit, a quality report and the per-level codebooks (for the aligned token init).
-
-    A codebook larger than the catalog is an error: it could never be used.
-    """
-    start = time.perf_counter()
-    missing = [s for s in config.sources if s not in embeddings]
-    if missing:
-        raise ValueError(f"no embeddings for source(s) {missing}")
-    counts = {s: int(embeddings[s].shape[0]) if embeddings[s].ndim >= 1 else 0 for s in config.sources}
-    n = counts[config.sources[0]]
-    if n == 0:
-        raise ValueError("cannot build semantic IDs for an empty catalog")
-    if len(set(counts.values())) != 1:
-        raise ValueError(f"sources embed different numbers of items: {counts}")
-    config.check_fits(n)
-    blocks: list[np.ndarray] = []
-    codebooks: list[np.ndarray | None] = []
-    level_sources: list[str] = []
-    sizes: list[int] = []
-    for offset, source in enumerate(config.sources):
-        levels, size = config.shape(source)
-        logger.info("quantizing %s embeddings: %d levels x %d codes", source, levels, size)
-        quantized = residual_quantize(
-            embeddings[source], levels, size, config.seed + 1000 * offset, iters=config.kmeans_iters
-        )
-        blocks.append(quantized.codes)
-        codebooks.extend(quantized.codebooks)
-        level_sources.extend([source] * levels)
-        sizes.extend([size] * levels)
-    codes = np.concatenate(blocks, axis=1)
-    collisions = collision_rate(codes)
-    full = add_disambiguation_level(codes)
-    max_per_prefix = int(full[:, -1].max()) + 1
-    sizes.append(max_per_prefix)
-    codebooks.append(None)
-    level_sources.append(DISAMBIGUATION)
-    scheme = SidScheme(tuple(sizes))
-    sids: list[SemanticId] = [tuple(int(c) for c in row) for row in full.tolist()]
-    report = TokenizerReport(
-        num_items=n,
-        levels=len(sizes),
-        codebook_sizes=tuple(sizes),
-        usage=tuple(len(np.unique(full[:, i])) / size for i, size in enumerate(sizes)),
-        entropy_bits=tuple(_entropy_bits(full[:, i]) for i in range(len(sizes))),
-        collision_rate=collisions,
-        max_items_per_prefix=max_per_prefix,
-        wall_time_s=time.perf_counter() - start,
-        extra={"level_sources": level_sources},
-    )
-    logger.info(
-        "semantic IDs for %d items from %s: codebooks %s, usage %s, collision rate %.3f "
-        "(max %d items per prefix)",
-        n,
-        "+".join(config.sources),
-        tuple(sizes),
-        ", ".join(f"{u:.2f}" for u in report.usage),
-        collisions,
-        max_per_prefix,
-    )
-    return scheme, sids, report, SidCodebooks(codebooks, level_sources)
 
 
 def text_embedder(config: ItemTokenizerConfig) -> EmbedFn:

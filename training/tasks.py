@@ -1,8 +1,9 @@
 """The fine-tuning task mixture: one small builder per task, all from the training split only.
 
 Every task is a (prompt, answer) pair; only the answer tokens carry loss. Builders are
-tokenizer-free: they return :class:`Sample` objects (item ids and text), which
-``training.finetune`` encodes. The tasks (LC-Rec / EAGER-LLM / Semantic Convergence style):
+tokenizer-free: they return :class:`training.task_context.Sample` objects (item ids and text),
+which ``training.encoding`` encodes; the mixture's settings are ``training.task_mixture``'s.
+The tasks (LC-Rec / EAGER-LLM / Semantic Convergence style):
 
 ``next_item``        history -> the next item's semantic ID (the served task; its prompt is
                      byte-identical to serving's, built by ``model.topk.PromptBuilder``).
@@ -34,183 +35,28 @@ Everything is deterministic per seed (each task has its own ``random.Random``).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from model.catalog import Catalog, CatalogItem
-from training.data import MIN_EVAL_LENGTH, Example, InteractionData
+from training.data import Example
+from training.task_context import DISAMBIGUATION, Sample, TaskContext, cycle
+from training.task_mixture import (
+    BPR,
+    MASKED_ITEM,
+    NEGATIVE,
+    NEXT_ITEM,
+    PREFIX_RECON,
+    SID_TO_TITLE,
+    SOURCE_RECON,
+    TITLE_TO_SID,
+    TaskMixture,
+)
+from training.task_prompts import MASK
 
 logger = logging.getLogger(__name__)
 
-NEXT_ITEM = "next_item"
-SID_TO_TITLE = "sid_to_title"
-TITLE_TO_SID = "title_to_sid"
-SOURCE_RECON = "source_recon"
-PREFIX_RECON = "prefix_recon"
-MASKED_ITEM = "masked_item"
-BPR = "bpr"
-NEGATIVE = "negative"
-TASKS = (NEXT_ITEM, SID_TO_TITLE, TITLE_TO_SID, SOURCE_RECON, PREFIX_RECON, MASKED_ITEM, BPR, NEGATIVE)
-
-MASK = "[MASK]"
 YES, NO = "yes", "no"
-TOKENIZER_REPORT = "tokenizer_report.json"
-DISAMBIGUATION = "disambiguation"
-MAX_TEXT_CHARS = 256
-
-T = TypeVar("T")
-
-
-class TaskSpec(BaseModel):
-    """One task of the mixture: on/off and examples per epoch relative to next-item."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = False
-    weight: float = Field(default=1.0, ge=0.0, le=100.0)
-
-
-def _spec(enabled: bool = False, weight: float = 1.0) -> TaskSpec:
-    return TaskSpec(enabled=enabled, weight=weight)
-
-
-class TaskMixture(BaseModel):
-    """Which tasks train and how many examples each gets; default: next-item only."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    next_item: TaskSpec = Field(default_factory=lambda: _spec(True))
-    sid_to_title: TaskSpec = Field(default_factory=_spec)
-    title_to_sid: TaskSpec = Field(default_factory=_spec)
-    source_recon: TaskSpec = Field(default_factory=_spec)
-    prefix_recon: TaskSpec = Field(default_factory=_spec)
-    masked_item: TaskSpec = Field(default_factory=_spec)
-    bpr: TaskSpec = Field(default_factory=_spec)
-    negative: TaskSpec = Field(default_factory=_spec)
-
-    def spec(self, task: str) -> TaskSpec:
-        return getattr(self, task)
-
-    def active(self) -> list[str]:
-        return [t for t in TASKS if self.spec(t).enabled and self.spec(t).weight > 0]
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One example before tokenization.
-
-    The prompt is ``header``, then ``history`` as numbered lines (``[MASK]`` at ``mask_at``),
-    then ``footer``; for ``next_item`` the serving template is used instead. The answer is
-    ``answer_tokens`` (semantic-ID tokens) or, if ``answer_text`` is set, that text.
-    ``answer_item`` is the item the answer names (None for yes/no) and ``user_id`` the user
-    whose training history it came from (None for item-level tasks): what leakage tests check.
-    """
-
-    task: str
-    header: str = ""
-    history: tuple[str, ...] = ()
-    footer: str = ""
-    answer_tokens: tuple[str, ...] = ()
-    answer_text: str | None = None
-    answer_item: str | None = None
-    user_id: str | None = None
-    mask_at: int | None = None
-    extra_items: tuple[str, ...] = field(default=())  # other items named in the prompt (candidates)
-
-
-def training_sequences(data: InteractionData) -> dict[str, list[str]]:
-    """Each user's training part ``s[:-2]`` (users with enough items for a split only)."""
-    return {u: list(s[:-2]) for u, s in data.sequences.items() if len(s) >= MIN_EVAL_LENGTH}
-
-
-def level_sources(tokenizer_dir: Path, num_levels: int) -> list[str]:
-    """Which source each ID level quantizes (``semantic``, ``behavior``, ``disambiguation``).
-
-    Read from the tokenizer report; an older tokenizer dir without it is one text source.
-    """
-    path = tokenizer_dir / TOKENIZER_REPORT
-    try:
-        sources = json.loads(path.read_text())["extra"]["level_sources"]
-    except (OSError, ValueError, KeyError, TypeError):
-        sources = None
-    if not isinstance(sources, list) or len(sources) != num_levels:
-        return ["semantic"] * (num_levels - 1) + [DISAMBIGUATION]
-    return [str(s) for s in sources]
-
-
-@dataclass
-class TaskContext:
-    """What the builders read: the catalog, the training split, item texts, the ID's sources."""
-
-    catalog: Catalog
-    train_examples: list[Example]  # next-item training examples (already sampled, if asked)
-    sequences: dict[str, list[str]]  # training parts s[:-2]
-    item_text: dict[str, str]
-    sources: list[str]  # per level of the ID
-    history_len: int
-    train_items: list[str] = field(init=False)
-    _user_items: dict[str, set[str]] = field(init=False)
-    _tokens: dict[str, tuple[str, ...]] = field(init=False)
-
-    def __post_init__(self) -> None:
-        scheme = self.catalog.scheme
-        self._tokens = {item.item_id: tuple(scheme.tokens(item.sid)) for item in self.catalog}
-        seen = dict.fromkeys(i for seq in self.sequences.values() for i in seq if i in self._tokens)
-        self.train_items = list(seen)
-        self._user_items = {u: set(s) for u, s in self.sequences.items()}
-
-    @classmethod
-    def build(
-        cls,
-        data: InteractionData,
-        catalog: Catalog,
-        train_examples: list[Example],
-        tokenizer_dir: Path,
-        history_len: int,
-    ) -> TaskContext:
-        return cls(
-            catalog=catalog,
-            train_examples=train_examples,
-            sequences=training_sequences(data),
-            item_text={i: t.text(MAX_TEXT_CHARS) for i, t in data.items.items()},
-            sources=level_sources(tokenizer_dir, catalog.scheme.num_levels),
-            history_len=history_len,
-        )
-
-    def sid_tokens(self, item_id: str) -> tuple[str, ...]:
-        return self._tokens[item_id]
-
-    def known(self, item_id: str) -> bool:
-        return item_id in self._tokens
-
-    def negative(self, user_id: str, rng: random.Random) -> str:
-        """A catalog item not in the user's training part (uniform; rejection sampling)."""
-        have = self._user_items.get(user_id, set())
-        for _ in range(100):
-            item = self.catalog.at(rng.randrange(len(self.catalog))).item_id
-            if item not in have:
-                return item
-        return self.catalog.at(rng.randrange(len(self.catalog))).item_id
-
-
-def cycle(pool: Sequence[T], count: int, rng: random.Random) -> Iterator[T]:
-    """``count`` draws from ``pool``: whole seeded shuffles of it, one after another."""
-    if not pool:
-        return
-    produced = 0
-    while produced < count:
-        order = list(range(len(pool)))
-        rng.shuffle(order)
-        for i in order[: count - produced]:
-            yield pool[i]
-        produced += min(len(order), count - produced)
 
 
 def _known(ctx: TaskContext, items: Sequence[str]) -> tuple[str, ...]:
@@ -405,46 +251,3 @@ def build_mixture(
         out[task] = table[task](ctx, count, task_rng(seed, task))
     logger.info("task mixture: %s", {t: len(s) for t, s in out.items()})
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering (shared with the tokenizer-corpus of the tiny model)
-
-
-def history_lines(
-    catalog: Catalog, history: Sequence[str], mask_at: int | None, with_titles: bool
-) -> list[str]:
-    lines = []
-    for position, item_id in enumerate(history, start=1):
-        if position - 1 == mask_at:
-            lines.append(f"{position}. {MASK}")
-            continue
-        item: CatalogItem = catalog[item_id]
-        sid = catalog.scheme.format(item.sid)
-        lines.append(f"{position}. {sid} {item.title}" if with_titles else f"{position}. {sid}")
-    return lines
-
-
-def render_prompt(sample: Sample, catalog: Catalog, with_titles: bool) -> str:
-    """The prompt text of a non-next-item sample (header, history lines, footer)."""
-    parts = [sample.header] if sample.header else []
-    parts.extend(history_lines(catalog, sample.history, sample.mask_at, with_titles))
-    if sample.footer:
-        parts.append(sample.footer)
-    return "\n".join(parts)
-
-
-def trimmed(sample: Sample) -> Sample | None:
-    """The sample with its oldest history item dropped (never the masked one); None if it can't be."""
-    if not sample.history:
-        return None
-    history, mask_at = sample.history, sample.mask_at
-    if mask_at is None:
-        history = history[1:]
-    elif mask_at > 0:
-        history, mask_at = history[1:], mask_at - 1
-    elif len(history) > 1:
-        history = history[:-1]  # the masked item is the oldest: drop the newest instead
-    else:
-        return None
-    return replace(sample, history=history, mask_at=mask_at)

@@ -8,9 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model.prompts import COMPACT
 from model.topk import PromptSettings
-from training.tasks import NEXT_ITEM, TaskMixture
+from training.task_mixture import NEXT_ITEM, TaskMixture
 
 SCRATCH = "scratch"
+
+
+# The ``genrec train`` option of a field whose name differs from ``--field-name`` (a bool's
+# ``--on/--off`` pair included); read by ``training.config_options``.
+CLI = "cli"
 
 
 class ScratchShape(BaseModel):
@@ -22,10 +27,10 @@ class ScratchShape(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden: int = Field(default=256, ge=64)
-    layers: int = Field(default=4, ge=1)
-    heads: int = Field(default=4, ge=1)
-    intermediate: int = Field(default=1024, ge=64)
+    hidden: int = Field(default=256, ge=64, description="scratch model: hidden size (64 x heads)")
+    layers: int = Field(default=4, ge=1, description="scratch model: decoder layers")
+    heads: int = Field(default=4, ge=1, description="scratch model: attention heads (hidden / 64)")
+    intermediate: int = Field(default=1024, ge=64, description="scratch model: MLP width")
 
     @model_validator(mode="after")
     def _head_size(self) -> ScratchShape:
@@ -37,77 +42,110 @@ class ScratchShape(BaseModel):
 
 
 class TrainConfig(BaseModel):
+    """Every fine-tuning setting: what ``--config FILE`` holds, and ``genrec train``'s options
+    (derived from these fields, their types, defaults and descriptions)."""
+
     model_config = ConfigDict(extra="forbid")
 
     base_model: str = Field(
         "smollm2",
         description="'smollm2', 'scratch' (a small Llama over the IDs), 'tiny' or a local HF checkpoint",
     )
-    # sequence: each user's training sequence is one packed example carrying the loss of every
-    # item's ID (compact format only); prompt: one example per target (the earlier recipe).
-    objective: Literal["sequence", "prompt"] = "sequence"
-    prompt_format: Literal["compact", "lines"] = "compact"
-    # sid: the softmax runs over the semantic-ID tokens only (all the constrained search ever
-    # scores); full: over the whole vocabulary.
-    loss_vocab: Literal["sid", "full"] = "sid"
+    objective: Literal["sequence", "prompt"] = Field(
+        "sequence",
+        description="sequence: each user's training sequence is one packed example with the loss on "
+        "every item's ID (compact format only); prompt: one example per target",
+    )
+    prompt_format: Literal["compact", "lines"] = Field(
+        "compact", description="compact (IDs only, the served prompt) or lines (numbered history lines)"
+    )
+    loss_vocab: Literal["sid", "full"] = Field(
+        "sid",
+        description="sid: the softmax runs over the semantic-ID tokens only (all the constrained "
+        "search ever scores); full: over the whole vocabulary",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 where the device has it"
+        "auto", description="autocast precision (auto: bf16 where the device computes it natively)"
     )
     embedding_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the input embeddings")
     hidden_dropout: float = Field(
         0.0, ge=0, lt=1, description="dropout on each attention and MLP block's output (training/dropout.py)"
     )
     attention_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the attention weights")
-    scratch: ScratchShape = Field(default_factory=ScratchShape)
-    # scratch model only: 'codebook' points the ID tokens' random embeddings along the
-    # tokenizer's codebook centroids (training/sid_alignment.py), 'random' leaves them be.
-    scratch_sid_init: Literal["random", "codebook"] = "random"
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    max_train_examples: int | None = Field(None, ge=1)
-    batch_size: int = Field(16, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    lr_schedule: Literal["linear", "cosine"] = "linear"
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    # Full fine-tuning trains every weight in stage 1 instead of LoRA adapters (LC-Rec's recipe),
-    # for comparing the two on a GPU. Not the default: on the demo's synthetic data and settings
-    # the tiny model reached test Recall@10 0.167 with it against 0.243 with LoRA
-    # (benchmarks/results/demo_finetune_modes.json). The annealing stage stays a LoRA adapter
-    # either way.
-    full_finetune: bool = False
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    history_len: int = Field(20, ge=1)
-    max_prompt_tokens: int = Field(512, ge=1)
+    scratch: ScratchShape = Field(
+        default_factory=ScratchShape, description="the scratch model's shape (base_model 'scratch')"
+    )
+    scratch_sid_init: Literal["random", "codebook"] = Field(
+        "random",
+        description="scratch model only: 'codebook' points the ID tokens' random embeddings along "
+        "the tokenizer's codebook centroids (training/sid_alignment.py), 'random' leaves them be",
+    )
+    epochs: float = Field(1.0, gt=0, description="passes over the examples in stage 1")
+    max_steps: int | None = Field(None, ge=1, description="stage-1 optimizer steps (overrides epochs)")
+    max_train_examples: int | None = Field(
+        None,
+        ge=1,
+        description="a random sample of next-item examples",
+        json_schema_extra={CLI: "--max-examples"},
+    )
+    batch_size: int = Field(16, ge=1, description="examples per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="stage-1 peak learning rate (AdamW)")
+    lr_schedule: Literal["linear", "cosine"] = Field(
+        "linear", description="decay after the warmup, to 0 at the last step"
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="fraction of stage 1 spent warming up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    full_finetune: bool = Field(
+        False,
+        # LC-Rec's recipe, for comparing the two on a GPU. Not the default: on the demo's synthetic
+        # data and settings the tiny model reached test Recall@10 0.167 with it against 0.243
+        # with LoRA (benchmarks/results/demo_finetune_modes.json).
+        description="train every weight in stage 1 instead of LoRA adapters (the annealing stage "
+        "stays a LoRA adapter either way)",
+        json_schema_extra={CLI: "--full-finetune/--lora"},
+    )
+    lora_r: int = Field(
+        16, ge=1, description="LoRA rank (genrec train --lora-r R: lora_alpha 2 R unless set)"
+    )
+    lora_alpha: int = Field(32, ge=1, description="LoRA scale alpha")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA adapters' input")
+    history_len: int = Field(20, ge=1, description="items of history in a prompt (the most recent)")
+    max_prompt_tokens: int = Field(512, ge=1, description="longer prompts lose their oldest items")
     max_answer_tokens: int = Field(32, ge=1, description="text answers (titles) are cut to this")
-    with_titles: bool = False
-    # lines format only: left-pad prompts to this many tokens (a multiple of the serving KV
-    # block size: 32 on CPU, 16 on GPU) so that beams share every prompt block; recorded in the
-    # bundle's manifest. The compact format is never padded (1).
-    prompt_align: int = Field(default=1, ge=1)
-    tasks: TaskMixture = Field(default_factory=TaskMixture)
-    # robustness
+    with_titles: bool = Field(
+        False, description="item titles in prompts", json_schema_extra={CLI: "--titles/--no-titles"}
+    )
+    prompt_align: int = Field(
+        default=1,
+        ge=1,
+        description="lines format only: left-pad prompts to a multiple of this (the serving KV block "
+        "size: 32 on CPU, 16 on GPU) so that beams share every prompt block; the compact format "
+        "is never padded (1)",
+    )
+    tasks: TaskMixture = Field(
+        default_factory=TaskMixture, description="the task mixture (genrec train --task NAME=WEIGHT)"
+    )
     checkpoint_every: int = Field(0, ge=0, description="steps between resumable checkpoints; 0: none")
     max_train_s: float | None = Field(None, gt=0, description="stop stage 1 after this much training time")
-    # validation Recall@val_k and early stopping
-    val_every: int = Field(0, ge=0, description="steps between validations; 0: no validation")
-    val_users: int = Field(500, ge=1)
-    val_k: int = Field(10, ge=1)
+    val_every: int = Field(0, ge=0, description="steps between validation Recall@val_k; 0: no validation")
+    val_users: int = Field(500, ge=1, description="validation users, sampled once")
+    val_k: int = Field(10, ge=1, description="validation ranks this many items (Recall and NDCG at k)")
     val_batch: int = Field(32, ge=1, description="users per constrained search during validation")
     val_beam: int = Field(20, ge=1, description="beam width of the validation search (the protocol's 20)")
     patience: int | None = Field(None, ge=1, description="validations without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0)
-    keep_best: bool = True
-    # annealing stage (EAGER-LLM)
-    anneal: bool = False
-    anneal_steps: int = Field(200, ge=1)
-    anneal_lr: float = Field(3e-4, gt=0)
-    anneal_warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    seed: int = 0
-    device: str = "auto"
+    min_delta: float = Field(0.0, ge=0, description="the recall gain that counts as an improvement")
+    keep_best: bool = Field(True, description="end stage 1 on the best validated weights")
+    anneal: bool = Field(
+        False, description="EAGER-LLM's annealing stage: a fresh LoRA on next-item after stage 1"
+    )
+    anneal_steps: int = Field(200, ge=1, description="annealing-stage optimizer steps")
+    anneal_lr: float = Field(3e-4, gt=0, description="annealing-stage peak learning rate (cosine decay to 0)")
+    anneal_warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="fraction of the annealing stage warming up"
+    )
+    seed: int = Field(0, description="seeds the data order, sampling and initialisation")
+    device: str = Field("auto", description="auto, cpu or cuda (auto: cuda when torch sees a GPU)")
 
     @model_validator(mode="after")
     def _next_item_trains_somewhere(self) -> TrainConfig:

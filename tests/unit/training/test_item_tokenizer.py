@@ -15,21 +15,13 @@ from shared_datasets import shared_dataset
 from model.catalog import Catalog
 from model.trie import PAD, CompiledTrie
 from training.data import InteractionData, load_lcrec, train_item_counts
-from training.item_tokenizer import (
-    CATALOG_FILE,
-    REPORT_FILE,
-    TRIE_FILE,
-    ItemTokenizerConfig,
-    add_disambiguation_level,
-    build_item_index,
-    build_semantic_ids,
-    collision_rate,
-    residual_kmeans,
-    tokenize_dataset,
-)
+from training.item_index import build_item_index, build_semantic_ids
+from training.item_tokenizer import CATALOG_FILE, REPORT_FILE, TRIE_FILE, tokenize_dataset
+from training.residual_kmeans import add_disambiguation_level, collision_rate, residual_kmeans
 from training.sasrec import SasrecConfig
 from training.sid_alignment import CODEBOOKS_FILE, SidCodebooks
 from training.synthetic import generate_synthetic
+from training.tokenizer_config import ItemTokenizerConfig
 
 
 def clustered(n: int = 200, dim: int = 16, clusters: int = 8, seed: int = 0) -> np.ndarray:

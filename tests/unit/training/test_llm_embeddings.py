@@ -10,10 +10,11 @@ import pytest
 
 from training.base_model import build_tiny_model
 from training.data import load_lcrec
-from training.item_tokenizer import REPORT_FILE, ItemTokenizerConfig, tokenize_dataset
+from training.item_tokenizer import REPORT_FILE, tokenize_dataset
 from training.llm_embeddings import encode_texts_with_llm
 from training.sid_alignment import CODEBOOKS_FILE, SidCodebooks
 from training.synthetic import generate_synthetic
+from training.tokenizer_config import ItemTokenizerConfig
 
 TEXTS = [
     "Rose water facial toner",

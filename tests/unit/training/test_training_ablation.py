@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.ablation import TASK_FAMILIES, ablation_result, ablation_table, ablation_variants, select_rows
-from training.tasks import TASKS, TaskMixture, TaskSpec
+from training.task_mixture import TASKS, TaskMixture, TaskSpec
 from training.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[3]

@@ -14,8 +14,9 @@ import pytest
 from cli_output import mentions, run_genrec
 
 from training.data import load_lcrec
-from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
+from training.item_tokenizer import tokenize_dataset
 from training.synthetic import NAME, generate_synthetic
+from training.tokenizer_config import ItemTokenizerConfig
 
 
 def fake_embed(texts: Sequence[str]) -> np.ndarray:

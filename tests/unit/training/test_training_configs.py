@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.item_tokenizer import ItemTokenizerConfig
+from training.tokenizer_config import ItemTokenizerConfig
 from training.train_config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[3] / "benchmarks" / "configs"

@@ -1,6 +1,6 @@
 """encode_samples' fast path: prompts spliced from cached pieces are exactly the tokenizer's ids.
 
-The reference is the whole-prompt path (``_SplicingEncoder.build`` disabled): each prompt text
+The reference is the whole-prompt path (``SplicingEncoder.build`` disabled): each prompt text
 through the tokenizer, as before the fast path existed, and serving's ``PromptBuilder`` for
 next-item prompts. Titles hold what could break a splice: special tokens, semantic-ID tokens
 of the scheme and ID-shaped strings outside it, doubled and trailing spaces, non-ASCII.
@@ -23,11 +23,14 @@ from model.catalog import Catalog, CatalogItem
 from model.prompts import encode_prompt
 from model.semantic_id import SidScheme
 from model.topk import PromptBuilder
-from training import encoding
+from training import encoding, prompt_splicing
 from training.base_model import build_tiny_model
 from training.data import InteractionData, ItemText, leave_one_out
-from training.encoding import Encoded, _SplicingEncoder, encode_samples, prompt_text
-from training.tasks import NEXT_ITEM, TASKS, Sample, TaskContext, TaskMixture, TaskSpec, build_mixture
+from training.encoding import Encoded, encode_samples, prompt_text
+from training.prompt_splicing import SplicingEncoder
+from training.task_context import Sample, TaskContext
+from training.task_mixture import NEXT_ITEM, TASKS, TaskMixture, TaskSpec
+from training.tasks import build_mixture
 from training.train_config import TrainConfig
 
 SCHEME = SidScheme((4, 4, 3))
@@ -104,7 +107,7 @@ def _reference(
 ) -> list[Encoded]:
     """encode_samples on whole prompts (the path before splicing)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_SplicingEncoder, "build", classmethod(lambda cls, tok, scheme: None))
+        patch.setattr(SplicingEncoder, "build", classmethod(lambda cls, tok, scheme: None))
         return encode_samples(samples, catalog, tokenizer, config)
 
 
@@ -137,12 +140,12 @@ def test_spliced_encoding_equals_the_whole_prompt_tokenizer(
     ctx: TaskContext, tokenizer: PreTrainedTokenizerBase, with_titles: bool, align: int, budget: int,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    assert _SplicingEncoder.build(tokenizer, SCHEME) is not None  # the fast path is the one tested
+    assert SplicingEncoder.build(tokenizer, SCHEME) is not None  # the fast path is the one tested
     config = TrainConfig(
         **LINES, history_len=12, with_titles=with_titles, prompt_align=align, max_prompt_tokens=budget
     )
     samples = _mixture(ctx, with_titles)
-    with caplog.at_level(logging.WARNING, logger=encoding.__name__):
+    with caplog.at_level(logging.WARNING, logger=prompt_splicing.__name__):
         fast = encode_samples(samples, ctx.catalog, tokenizer, config, chunk=64)
     assert "differ" not in caplog.text  # the spot check passed: no fallback
     assert fast == _reference(samples, ctx.catalog, tokenizer, config)
@@ -160,7 +163,7 @@ def test_splicer_equals_the_tokenizer_on_awkward_texts(tokenizer: PreTrainedToke
         "plain text, no IDs",
         "1. <a_1><b_1><c_0> Lip Gloss\n2. <a_2><b_3><c_1> Cream  \nNext item:",
     ]
-    splicer = _SplicingEncoder.build(tokenizer, SCHEME)
+    splicer = SplicingEncoder.build(tokenizer, SCHEME)
     assert splicer is not None
     assert splicer.encode(texts) == [tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
     assert splicer.foreign == {"<a_9><b_1>"}
@@ -168,12 +171,12 @@ def test_splicer_equals_the_tokenizer_on_awkward_texts(tokenizer: PreTrainedToke
 
 def test_tokenizers_it_cannot_splice_for_take_the_whole_prompt_path(tiny_dir: Path) -> None:
     tokens = SCHEME.all_tokens()
-    assert _SplicingEncoder.build(WordTokenizer(), SCHEME) is None
-    assert _SplicingEncoder.build(_tokenizer(tiny_dir, ["<unrelated>"]), SCHEME) is None  # no ID tokens
+    assert SplicingEncoder.build(WordTokenizer(), SCHEME) is None
+    assert SplicingEncoder.build(_tokenizer(tiny_dir, ["<unrelated>"]), SCHEME) is None  # no ID tokens
     stripping = [AddedToken(t, lstrip=True) for t in tokens]
-    assert _SplicingEncoder.build(_tokenizer(tiny_dir, stripping), SCHEME) is None
-    assert _SplicingEncoder.build(_tokenizer(tiny_dir, [*tokens, "x<a_"]), SCHEME) is None  # overlaps IDs
-    assert _SplicingEncoder.build(_tokenizer(tiny_dir, [*tokens, "<d_0>"]), SCHEME) is not None
+    assert SplicingEncoder.build(_tokenizer(tiny_dir, stripping), SCHEME) is None
+    assert SplicingEncoder.build(_tokenizer(tiny_dir, [*tokens, "x<a_"]), SCHEME) is None  # overlaps IDs
+    assert SplicingEncoder.build(_tokenizer(tiny_dir, [*tokens, "<d_0>"]), SCHEME) is not None
 
 
 def test_a_failed_spot_check_falls_back_to_whole_prompts(
@@ -183,8 +186,8 @@ def test_a_failed_spot_check_falls_back_to_whole_prompts(
     config = TrainConfig(**LINES, history_len=12, prompt_align=16, with_titles=True)
     samples = _mixture(ctx, with_titles=True)
     expected = _reference(samples, ctx.catalog, tokenizer, config)
-    monkeypatch.setattr(_SplicingEncoder, "_text_ids", lambda self, texts: [[0] for _ in texts])
-    with caplog.at_level(logging.WARNING, logger=encoding.__name__):
+    monkeypatch.setattr(SplicingEncoder, "_text_ids", lambda self, texts: [[0] for _ in texts])
+    with caplog.at_level(logging.WARNING, logger=prompt_splicing.__name__):
         assert encode_samples(samples, ctx.catalog, tokenizer, config, chunk=64) == expected
     assert "differ" in caplog.text
 

@@ -28,22 +28,17 @@ from model.catalog import Catalog, CatalogItem
 from model.prompts import ANSWER_CUE, encode_prompt, next_item_prompt, training_windows
 from model.semantic_id import SidScheme
 from training.base_model import add_sid_tokens, sid_token_ids
+from training.batches import collate, length_bucketed_batches
+from training.checkpoint import CHECKPOINT_DIR, LAST_CHECKPOINT
 from training.data import Example, InteractionData, leave_one_out, load_lcrec
 from training.devices import pick_device
-from training.encoding import IGNORE, Encoded, collate, encode_example, length_bucketed_batches, tiny_corpus
+from training.encoding import IGNORE, Encoded, encode_example, tiny_corpus
 from training.export import CURRENT, export_run
-from training.finetune import (
-    CHECKPOINT_DIR,
-    LAST_CHECKPOINT,
-    MERGED_DIR,
-    RUN_CATALOG,
-    RUN_REPORT,
-    RUN_TRIE,
-    train,
-)
-from training.item_tokenizer import CATALOG_FILE, TRIE_FILE, ItemTokenizerConfig, tokenize_dataset
+from training.finetune import MERGED_DIR, RUN_CATALOG, RUN_REPORT, RUN_TRIE, train
+from training.item_tokenizer import CATALOG_FILE, TRIE_FILE, tokenize_dataset
 from training.synthetic import generate_synthetic
-from training.tasks import training_sequences
+from training.task_context import training_sequences
+from training.tokenizer_config import ItemTokenizerConfig
 from training.train_config import TrainConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +189,8 @@ def _batch(lengths: list[tuple[int, int]]) -> list[Encoded]:
 
 
 def test_token_loss_on_left_padded_batches_equals_the_full_loss() -> None:
-    from training.encoding import collate_left, token_loss
+    from training.batches import collate_left
+    from training.loss import token_loss
 
     model = _random_llama()
     batch = _batch([(5, 3), (9, 2), (3, 6), (7, 1)])
@@ -211,7 +207,8 @@ def test_token_loss_on_left_padded_batches_equals_the_full_loss() -> None:
 
 
 def test_token_loss_over_the_id_vocabulary_is_the_restricted_softmax() -> None:
-    from training.encoding import collate_left, token_loss
+    from training.batches import collate_left
+    from training.loss import token_loss
 
     model = _random_llama()
     vocab = torch.arange(40, 64)  # "ID tokens"
@@ -312,7 +309,9 @@ def _load(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
 
 def _sequence_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, run: Run) -> float:
     """The training loss (whole sequences, softmax over the ID tokens) on the first 32 users."""
-    from training.encoding import collate_left, encode_sequences, token_loss
+    from training.batches import collate_left
+    from training.encoding import encode_sequences
+    from training.loss import token_loss
 
     catalog = Catalog.load(run.out / RUN_CATALOG)
     sequences = list(training_sequences(run.data).values())[:32]
@@ -483,7 +482,7 @@ def uninterrupted(prepared: tuple[InteractionData, Path]) -> Path:
 def test_resume_gives_the_same_weights_and_loss_as_an_uninterrupted_run(
     prepared: tuple[InteractionData, Path], uninterrupted: Path, tmp_path: Path
 ) -> None:
-    from training.finetune import CHECKPOINT_DIR, LAST_CHECKPOINT, TrainingInterrupted
+    from training.trainer import TrainingInterrupted
 
     data, tok_dir = prepared
     config = SHORT.model_copy(update={"checkpoint_every": 3})
@@ -631,7 +630,8 @@ def test_validation_early_stopping_keeps_the_best_and_matches_the_engine(
 def test_resume_inside_the_annealing_stage_matches_an_uninterrupted_run(
     prepared: tuple[InteractionData, Path], tmp_path: Path
 ) -> None:
-    from training.finetune import ANNEAL, STAGE1_DIR, TrainingInterrupted
+    from training.finetune import STAGE1_DIR
+    from training.trainer import ANNEAL, TrainingInterrupted
 
     data, tok_dir = prepared
     config = SHORT.model_copy(

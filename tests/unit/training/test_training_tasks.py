@@ -13,27 +13,22 @@ from model.catalog import Catalog, CatalogItem
 from model.semantic_id import SidScheme
 from training.data import Example, InteractionData, ItemText, leave_one_out
 from training.encoding import IGNORE, encode_example, encode_samples
-from training.tasks import (
+from training.task_context import TaskContext, level_sources
+from training.task_mixture import (
     BPR,
-    MASK,
     MASKED_ITEM,
     NEGATIVE,
     NEXT_ITEM,
-    NO,
     PREFIX_RECON,
     SID_TO_TITLE,
     SOURCE_RECON,
     TASKS,
     TITLE_TO_SID,
-    YES,
-    TaskContext,
     TaskMixture,
     TaskSpec,
-    build_mixture,
-    level_sources,
-    render_prompt,
-    trimmed,
 )
+from training.task_prompts import MASK, render_prompt, trimmed
+from training.tasks import NO, YES, build_mixture
 from training.train_config import TrainConfig
 
 # Levels: two semantic, one behavioural, one disambiguation (a dual-source ID).

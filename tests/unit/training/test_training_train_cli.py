@@ -14,8 +14,10 @@ from cli_output import mentions, run_genrec
 
 from training.data import load_lcrec
 from training.finetune import RUN_REPORT
-from training.item_tokenizer import ItemTokenizerConfig, tokenize_dataset
+from training.item_tokenizer import tokenize_dataset
 from training.synthetic import generate_synthetic
+from training.tokenizer_config import ItemTokenizerConfig
+from training.train_config import ScratchShape, TrainConfig
 
 
 def fake_embed(texts: Sequence[str]) -> np.ndarray:
@@ -112,3 +114,76 @@ def test_config_file_and_overrides_reach_the_run(dirs: tuple[Path, Path], tmp_pa
         assert json.loads((tmp_path / "run" / RUN_REPORT).read_text())["resumed_from_step"] == 2
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """What `genrec train` hands to training.finetune.train, without training."""
+    seen: dict[str, object] = {}
+
+    def fake_train(data: object, tokenizer: Path, out: Path, config: object, *, resume: bool) -> Path:
+        seen.update(config=config, resume=resume)
+        return out / "merged"
+
+    monkeypatch.setattr("training.finetune.train", fake_train)
+    return seen
+
+
+def test_options_keep_their_names_and_override_only_what_is_typed(
+    dirs: tuple[Path, Path], tmp_path: Path, captured: dict[str, object]
+) -> None:
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"base_model": "tiny", "batch_size": 8, "with_titles": True, "lr": 0.5}))
+    code, output = _train(
+        dirs, tmp_path / "run", "--config", str(path), "--max-examples", "5", "--no-titles", "--lora",
+        "--lora-r", "4", "--task", "bpr=0.5", "--anneal", "--embedding-dropout", "0.1",
+        "--scratch-sid-init", "random", "--lr-schedule", "cosine", "--resume",
+    )  # fmt: skip
+    assert code == 0, output
+    config = captured["config"]
+    assert isinstance(config, TrainConfig) and captured["resume"] is True
+    assert config.max_train_examples == 5 and not config.with_titles and not config.full_finetune
+    assert config.lora_r == 4 and config.lora_alpha == 8  # alpha = 2 r: the file does not set it
+    assert config.tasks.bpr.enabled and config.tasks.bpr.weight == 0.5
+    assert config.anneal and config.embedding_dropout == 0.1 and config.lr_schedule == "cosine"
+    # the file's values stand where no option was typed (an option's default never overrides them)
+    assert config.batch_size == 8 and config.lr == 0.5 and config.base_model == "tiny"
+
+
+def test_nested_scratch_options_reach_the_config(
+    dirs: tuple[Path, Path], tmp_path: Path, captured: dict[str, object]
+) -> None:
+    code, output = _train(
+        dirs, tmp_path / "run", "--base-model", "scratch", "--scratch-hidden", "128", "--scratch-heads", "2",
+        "--lora-r", "4", "--lora-alpha", "5", "--full-finetune",
+    )  # fmt: skip
+    assert code == 0, output
+    config = captured["config"]
+    assert isinstance(config, TrainConfig)
+    assert (config.scratch.hidden, config.scratch.heads, config.scratch.layers) == (128, 2, 4)
+    assert config.lora_alpha == 5 and config.full_finetune
+
+
+def test_a_bad_option_value_names_the_option(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    code, output = _train(dirs, tmp_path / "run", "--base-model", "tiny", "--warmup-ratio", "2")
+    assert code == 2 and mentions(output, "Invalid value for --warmup-ratio", "warmup_ratio"), output
+    code, output = _train(dirs, tmp_path / "run", "--objective", "bogus")
+    assert code == 2 and mentions(output, "--objective", "bogus"), output
+
+
+def test_help_shows_every_setting_with_its_description_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.config_options import field_options
+
+    monkeypatch.setenv("COLUMNS", "200")  # no option name or long word cut short
+    code, output = run_genrec("train", "--help")
+    assert code == 0
+    options = field_options(TrainConfig, skip=("tasks",))
+    assert len(options) == len(TrainConfig.model_fields) - 2 + len(ScratchShape.model_fields)
+    for option in options:
+        field = TrainConfig.model_fields[option.path[0]]
+        if len(option.path) == 2:
+            field = ScratchShape.model_fields[option.path[1]]
+        assert mentions(output, option.names[0], field.description), option.names
+    assert mentions(output, "--max-examples", "--titles", "--full-finetune", "--lora", "--task", "--resume")
+    assert mentions(output, "[default: smollm2]", "[default: 0.03]", "[default: no-titles]")
+    assert mentions(output, "(one of: sequence, prompt)")

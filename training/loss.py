@@ -1,0 +1,70 @@
+"""The training loss: next-token cross-entropy on the labelled positions only, optionally with
+the softmax restricted to the semantic-ID tokens (all the constrained search ever scores)."""
+
+from __future__ import annotations
+
+import torch
+
+from training.encoding import IGNORE
+
+
+def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The decoder stack and LM head of a causal LM, peft-wrapped or not."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
+    return inner.get_decoder(), inner.get_output_embeddings()  # type: ignore[operator]
+
+
+def token_loss(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    *,
+    vocab_ids: torch.Tensor | None = None,
+    embedding_dropout: float = 0.0,
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over every labelled position of a :func:`collate_left` batch.
+
+    Only the labelled positions go through the LM head (a packed sequence labels ~4/5 of its
+    tokens, a prompt example only its answer). With ``vocab_ids`` the softmax runs over those
+    tokens only for labels that are one of them (the semantic-ID tokens: all the constrained
+    search ever scores); other labels (EOS, text answers) keep the full vocabulary.
+    ``embedding_dropout`` drops input-embedding units while training (Llama has no dropout of
+    its own besides attention).
+    """
+    backbone, head = _backbone_and_head(model)
+    embeds = backbone.embed_tokens(inputs["input_ids"])  # type: ignore[operator]
+    if embedding_dropout and model.training:
+        embeds = torch.nn.functional.dropout(embeds, embedding_dropout, training=True)
+    hidden = backbone(
+        inputs_embeds=embeds,
+        attention_mask=inputs["attention_mask"],
+        position_ids=inputs["position_ids"],
+    ).last_hidden_state
+    labels = inputs["labels"][:, 1:]
+    where = labels != IGNORE
+    states = hidden[:, :-1][where]
+    targets = labels[where]
+    if targets.numel() == 0:
+        raise ValueError("a training batch has no labelled position")
+    if vocab_ids is None:
+        return torch.nn.functional.cross_entropy(head(states).float(), targets)
+    size = max(int(targets.max()), int(vocab_ids.max())) + 1
+    lookup = torch.full((size,), -1, dtype=torch.long, device=targets.device)
+    lookup[vocab_ids] = torch.arange(len(vocab_ids), device=targets.device)
+    sid_targets = lookup[targets]
+    is_sid = sid_targets >= 0
+    total = torch.zeros((), device=states.device)
+    if bool(is_sid.any()):
+        weight = getattr(head, "weight", None)
+        if isinstance(head, torch.nn.Linear) and head.bias is None and weight is not None:
+            logits = torch.nn.functional.linear(states[is_sid], weight[vocab_ids])
+        else:  # a wrapped head (peft's trainable tokens): full logits, then the ID columns
+            logits = head(states[is_sid])[:, vocab_ids]
+        total = total + torch.nn.functional.cross_entropy(
+            logits.float(), sid_targets[is_sid], reduction="sum"
+        )
+    if not bool(is_sid.all()):  # text answers and EOS keep the full vocabulary
+        rest = ~is_sid
+        total = total + torch.nn.functional.cross_entropy(
+            head(states[rest]).float(), targets[rest], reduction="sum"
+        )
+    return total / max(int(targets.numel()), 1)
