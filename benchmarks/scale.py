@@ -100,7 +100,7 @@ async def fill_redis(redis_url: str, users: int, data_dir: Path) -> dict[str, fl
 
 def synthetic_sids(items: int, seed: int = 0) -> list[tuple[int, ...]]:
     """Beauty's ID shape at ``items`` items: 3 random levels of 256 codes + disambiguation."""
-    from training.item_tokenizer import add_disambiguation_level
+    from training.residual_kmeans import add_disambiguation_level
 
     codes = np.random.default_rng(seed).integers(0, 256, size=(items, 3))
     return [tuple(row) for row in add_disambiguation_level(codes).tolist()]
