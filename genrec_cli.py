@@ -204,7 +204,7 @@ def demo(
     """
     import shutil
 
-    from service.local_stack import sigterm_stops_the_stack
+    from service.local.stack import sigterm_stops_the_stack
     from service.settings import get_settings
 
     settings = get_settings()
@@ -222,7 +222,7 @@ def demo(
 
 def _build_and_run_demo(settings: Settings, plan: DemoPlan, workdir: Path, started: float) -> None:
     """``genrec demo``'s body: each finished step is reused, then the stack runs until stopped."""
-    from service.local_stack import genrec_command, run_job
+    from service.local.stack import genrec_command, run_job
     from training.data import load_lcrec
     from training.finetune import MERGED_DIR
     from training.item_tokenizer import CATALOG_FILE
@@ -268,7 +268,7 @@ def _build_and_run_demo(settings: Settings, plan: DemoPlan, workdir: Path, start
 def run_local_stack(settings: Settings, data_dir: Path, *, user_id: str, started: float) -> None:
     """Engine, precompute job and API as separate processes on ``settings.redis_url`` (as compose
     runs them), until the API stops or Ctrl-C."""
-    from service.local_stack import Listen, genrec_command, run_job, service_process
+    from service.local.stack import Listen, genrec_command, run_job, service_process
 
     assert settings.redis_url is not None
     engine_url = f"http://127.0.0.1:{settings.engine_port}"

@@ -38,7 +38,7 @@ from fastapi import Response
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
-from service.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from service.local.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 DATASET = BEAUTY
 RESULT = RESULTS / "serve_load.json"

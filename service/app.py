@@ -12,7 +12,6 @@ endpoint needs ``X-API-Key``; health probes and metrics stay open.
 
 import asyncio
 import logging
-import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +20,6 @@ from urllib.parse import parse_qsl
 
 import redis.asyncio as redis
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
@@ -40,7 +38,17 @@ from service.docs import add_local_docs
 from service.engine import load_recommender, stop_recommender
 from service.engine_runner import Engine, ModelRunner
 from service.history import HistoryStore
-from service.metrics import RequestMetrics, engine_batch_histogram, metrics_endpoint
+from service.http import (
+    ErrorBody,
+    add_metrics,
+    answer_validation_errors,
+    engine_batch_histogram,
+    error,
+    health,
+    pid_field,
+    ready_response,
+    validation_message,
+)
 from service.recommend import (
     CACHE_DOWN,
     Event,
@@ -62,12 +70,7 @@ USER_ID_MAX_LEN = 256
 MAX_EVENTS = 1000
 MAX_EXCLUDE = 100  # item ids one request may filter out
 MAX_BATCH_USERS = 100  # users per POST /v1/recommend:batch: a few engine batches at most
-METRICS_PATH = "/metrics"
 API_VERSION = "v1"
-
-
-class LiveStatus(BaseModel):
-    status: Literal["ok"] = "ok"
 
 
 class ReadyStatus(BaseModel):
@@ -77,13 +80,7 @@ class ReadyStatus(BaseModel):
     redis: str
     model: str
     model_version: str | None
-    pid: int = Field(
-        default_factory=os.getpid, description="the serving process (a supervisor checks it is its own)"
-    )
-
-
-class ErrorBody(BaseModel):
-    detail: str
+    pid: int = pid_field()
 
 
 class RecommendQuery(BaseModel):
@@ -181,25 +178,6 @@ class ModelNotLoaded(Exception):
     """Startup has not finished loading the model (or failed to)."""
 
 
-def _error(status_code: int, detail: str) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content=ErrorBody(detail=detail).model_dump())
-
-
-def is_json(content_type: str | None) -> bool:
-    """``application/json`` or a ``+json`` type, with or without parameters (charset)."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
-def validation_message(exc: RequestValidationError | ValidationError) -> str:
-    """FastAPI's error list as one readable line, e.g. ``user_id: Field required``."""
-    parts = []
-    for error in exc.errors():
-        loc = [str(part) for part in error.get("loc", ()) if part not in ("query", "body", "path")]
-        parts.append(f"{'.'.join(loc) or 'request'}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
 def create_app(
     settings: Settings | None = None,
     recommender: Recommender | None = None,
@@ -270,30 +248,26 @@ def create_app(
         openapi_url=None,
     )
 
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if request.method == "POST" and not is_json(request.headers.get("content-type")):
-            return _error(415, "the request body must be JSON: send Content-Type: application/json")
-        return _error(422, validation_message(exc))
+    answer_validation_errors(app, json_bodies=True)
 
     @app.exception_handler(RedisError)
-    async def on_redis_error(_: Request, exc: RedisError) -> JSONResponse:
+    async def on_rediserror(_: Request, exc: RedisError) -> JSONResponse:
         logger.error("Redis error: %r", exc)
-        return _error(503, f"{CACHE_DOWN}: try again")
+        return error(503, f"{CACHE_DOWN}: try again")
 
     def reply_with(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
         async def handler(_: Request, exc: Exception) -> JSONResponse:
-            return _error(status, str(exc))
+            return error(status, str(exc))
 
         return handler
 
-    for error, status in (
+    for failure, status in (
         (InvalidRequest, 422),
         (UnknownItems, 422),
         (Unauthorized, 401),
         (ModelNotLoaded, 503),
     ):
-        app.add_exception_handler(error, reply_with(status))
+        app.add_exception_handler(failure, reply_with(status))
 
     api_key_header = APIKeyHeader(
         name="X-API-Key", auto_error=False, description="needed when API_KEY is set"
@@ -332,7 +306,7 @@ def create_app(
             raw = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
             query = RecommendQuery.model_validate(dict(raw))
         except ValidationError as exc:
-            return _error(422, validation_message(exc))
+            return error(422, validation_message(exc))
         service = await service_of(request)
         k = settings.default_k if query.k is None else query.k
         result = await service.recommend(
@@ -423,7 +397,7 @@ def create_app(
         try:
             result = await service.similar(item_id, settings.default_k if k is None else k)
         except UnknownItems as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
         served_by[result.source].inc()
         return Response(service.render(result, "item_id"), media_type="application/json")
 
@@ -434,7 +408,7 @@ def create_app(
         """A catalog item: title, semantic ID and training-split popularity."""
         found = service.catalog.get(item_id)
         if found is None:
-            return _error(404, f"item {item_id!r} is not in the catalog of model {service.model_version}")
+            return error(404, f"item {item_id!r} is not in the catalog of model {service.model_version}")
         return ItemInfo(
             item_id=found.item_id,
             title=found.title,
@@ -447,10 +421,7 @@ def create_app(
     for path in (f"/{API_VERSION}/recommend", "/recommend"):
         app.router.routes.insert(0, Route(path, recommend, methods=["GET"]))
 
-    @app.get("/health/live", response_model=LiveStatus)
-    async def live() -> LiveStatus:
-        """The process is up and its event loop answers; says nothing about Redis or the model."""
-        return LiveStatus()
+    app.include_router(health)
 
     @app.get("/health/ready", response_model=ReadyStatus, responses={503: {"model": ReadyStatus}})
     async def ready(request: Request) -> JSONResponse:
@@ -470,13 +441,12 @@ def create_app(
             model=model_status,
             model_version=service.model_version if service is not None else None,
         )
-        return JSONResponse(status_code=503 if status == "not ready" else 200, content=body.model_dump())
+        return ready_response(body, status != "not ready")
 
     docs_need_key = settings.api_key is not None and not settings.docs_public
     add_local_docs(app, authorize if docs_need_key else None)
     add_ui(app)
-    app.add_route(METRICS_PATH, metrics_endpoint(registry), include_in_schema=False)
-    app.add_middleware(RequestMetrics, registry=registry, skip_paths=frozenset({METRICS_PATH}))
+    add_metrics(app, registry)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

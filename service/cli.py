@@ -26,8 +26,8 @@ from model.recommender import Recommender
 from service.cache import RecommendationCache
 from service.engine_runner import Engine
 from service.history import HistoryStore
+from service.local.redis_server import EmbeddedRedis
 from service.precompute import PrecomputeFailed, PrecomputeSummary, StoredUsers, precompute
-from service.redis_server import EmbeddedRedis
 from service.request_id import RequestIdFilter
 from service.settings import Settings, environment_help, get_settings
 

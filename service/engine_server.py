@@ -9,40 +9,38 @@ API talks to it through ``service.engine_client.EngineClient``; cache hits never
 # No ``from __future__ import annotations``: FastAPI evaluates the endpoint annotations.
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from model.recommender import Recommender, ScoredItem
-from service.app import validation_message
 from service.engine import load_recommender, stop_recommender
 from service.engine_protocol import ENGINE_API, EngineInfo, RankBody, RankedLists, RecommendBody
 from service.engine_runner import ModelRunner
-from service.metrics import RequestMetrics, engine_batch_histogram, metrics_endpoint
+from service.http import (
+    ErrorBody,
+    add_metrics,
+    answer_validation_errors,
+    engine_batch_histogram,
+    error,
+    health,
+    pid_field,
+    ready_response,
+)
 from service.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
-
-METRICS_PATH = "/metrics"
 
 
 class EngineReady(BaseModel):
     status: Literal["ready", "not ready"]
     model_version: str | None
-    pid: int = Field(
-        default_factory=os.getpid, description="the serving process (a supervisor checks it is its own)"
-    )
-
-
-class EngineError(BaseModel):
-    detail: str
+    pid: int = pid_field()
 
 
 def create_engine_app(settings: Settings | None = None, recommender: Recommender | None = None) -> FastAPI:
@@ -80,9 +78,7 @@ def create_engine_app(settings: Settings | None = None, recommender: Recommender
 
     app = FastAPI(title="genrec engine", summary="constrained top-K and ranking over HTTP", lifespan=lifespan)
 
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": validation_message(exc)})
+    answer_validation_errors(app, json_bodies=False)
 
     def runner_of(request: Request) -> ModelRunner:
         runner: ModelRunner = request.app.state.runner  # set before the server takes requests
@@ -95,7 +91,7 @@ def create_engine_app(settings: Settings | None = None, recommender: Recommender
         )
         return Response(body.model_dump_json(), media_type="application/json")
 
-    errors: dict[int | str, dict[str, object]] = {422: {"model": EngineError}}
+    errors: dict[int | str, dict[str, object]] = {422: {"model": ErrorBody}}
 
     @app.get(f"{ENGINE_API}/info", response_model=EngineInfo)
     async def info(request: Request) -> EngineInfo:
@@ -111,7 +107,7 @@ def create_engine_app(settings: Settings | None = None, recommender: Recommender
         try:
             return answer(runner, await runner.run(body.histories, body.k))
         except ValueError as exc:  # k beyond the beam width, and the like
-            return JSONResponse(status_code=422, content={"detail": str(exc)})
+            return error(422, str(exc))
 
     @app.post(f"{ENGINE_API}/rank", response_model=RankedLists, responses=errors)
     async def rank(request: Request, body: RankBody) -> Response:
@@ -120,11 +116,9 @@ def create_engine_app(settings: Settings | None = None, recommender: Recommender
         try:
             return answer(runner, await runner.rank(body.requests))
         except ValueError as exc:  # unknown candidates
-            return JSONResponse(status_code=422, content={"detail": str(exc)})
+            return error(422, str(exc))
 
-    @app.get("/health/live")
-    async def live() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(health)
 
     @app.get("/health/ready", response_model=EngineReady, responses={503: {"model": EngineReady}})
     async def ready(request: Request) -> JSONResponse:
@@ -134,8 +128,7 @@ def create_engine_app(settings: Settings | None = None, recommender: Recommender
             status="ready" if runner is not None else "not ready",
             model_version=runner.model_version if runner is not None else None,
         )
-        return JSONResponse(status_code=200 if runner is not None else 503, content=body.model_dump())
+        return ready_response(body, runner is not None)
 
-    app.add_route(METRICS_PATH, metrics_endpoint(registry), include_in_schema=False)
-    app.add_middleware(RequestMetrics, registry=registry, skip_paths=frozenset({METRICS_PATH}))
+    add_metrics(app, registry)
     return app

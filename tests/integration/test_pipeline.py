@@ -238,7 +238,7 @@ def test_api_precompute_and_engine_as_separate_services(
     from live_server import live_server
 
     from service.engine_server import create_engine_app
-    from service.redis_server import free_port
+    from service.local.redis_server import free_port
 
     assert settings.redis_url is not None
     asyncio.run(_flush(settings.redis_url))

@@ -11,7 +11,7 @@ from service_fakes import HashRecommender, open_client
 from service.app import create_app
 from service.cache import RecommendationCache
 from service.history import HistoryStore
-from service.redis_server import EmbeddedRedis
+from service.local.redis_server import EmbeddedRedis
 from service.settings import Settings
 
 

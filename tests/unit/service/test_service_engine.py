@@ -19,8 +19,8 @@ from service.cache import RecommendationCache
 from service.engine_client import EngineClient, EngineUnavailable
 from service.engine_server import create_engine_app
 from service.history import HistoryStore
+from service.local.redis_server import free_port
 from service.precompute import precompute
-from service.redis_server import free_port
 from service.settings import Settings
 
 

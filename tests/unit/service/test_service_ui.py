@@ -17,7 +17,7 @@ from live_server import live_server
 from service_fakes import HashRecommender
 
 from service.app import create_app
-from service.redis_server import free_port
+from service.local.redis_server import free_port
 from service.settings import Settings
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.redis_server import EmbeddedRedis, RedisServerError, find_redis_binary, free_port
+from service.local.redis_server import EmbeddedRedis, RedisServerError, find_redis_binary, free_port
 
 
 def test_finds_a_binary() -> None:
