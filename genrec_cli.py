@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from service import cli as service_cli
+from service.engine.connect import serving_recommender
 from service.settings import Settings, environment_help
 from training import cli as training_cli
 
@@ -57,6 +58,7 @@ def _logging(
 
 
 app.registered_commands.extend(training_cli.app.registered_commands)
+training_cli.use_serving_engine(serving_recommender)  # eval --engine vllm: the serving engine
 app.registered_commands.extend(c for c in service_cli.app.registered_commands if c.name != "precompute")
 
 
@@ -79,7 +81,6 @@ def recommend_batch(
     """
     from model.bundle import BundleError, load_bundle
     from model.engine_config import EngineConfig
-    from model.vllm_engine import VllmRecommender
     from service.batch import recommend_to_jsonl
 
     try:
@@ -91,7 +92,7 @@ def recommend_batch(
         raise _fail(str(exc)) from exc
     if not 1 <= k <= len(bundle.catalog):
         raise _fail(f"--k must be between 1 and the catalog size {len(bundle.catalog)}, got {k}")
-    recommender = VllmRecommender(bundle, EngineConfig(beam_width=k, max_batch=batch_size))
+    recommender = serving_recommender(bundle, EngineConfig(beam_width=k, max_batch=batch_size))
     summary = recommend_to_jsonl(
         recommender, service_cli.read_histories(input), out, k=k, batch_size=batch_size, total=total
     )

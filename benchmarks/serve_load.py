@@ -76,7 +76,7 @@ class CacheOnly:
         raise RuntimeError("the cache-hit benchmark reached the engine")
 
 
-class StandInEngine:
+class StandInRecommender:
     """The mixed phase's model: the most popular items, after ``delay_s`` per engine call
     (what a batched engine call costs, so concurrent misses batch)."""
 
@@ -102,7 +102,7 @@ def mixed_app():  # type: ignore[no-untyped-def]
     from service.settings import Settings
 
     catalog, _ = beauty_catalog(Path(os.environ["GENREC_BENCH_DATA"]))
-    return create_app(Settings(max_k=K, default_k=10), StandInEngine(catalog))
+    return create_app(Settings(max_k=K, default_k=10), StandInRecommender(catalog))
 
 
 def genrec_app():  # type: ignore[no-untyped-def]

@@ -35,8 +35,9 @@ from starlette.routing import Route
 from model.recommender import Recommender
 from service.cache import RecommendationCache
 from service.docs import add_local_docs
-from service.engine import load_recommender, stop_recommender
-from service.engine_runner import Engine, ModelRunner
+from service.engine.connect import connect
+from service.engine.protocol import AsyncRecommender
+from service.engine.runner import LocalRecommender
 from service.history import HistoryStore
 from service.http import (
     ErrorBody,
@@ -57,7 +58,6 @@ from service.recommend import (
     RecommendService,
     UnknownItems,
     UserDeleted,
-    local_engine,
 )
 from service.render import RecommendResult, SimilarItemsResult, Source
 from service.request_id import RequestIdMiddleware
@@ -179,12 +179,9 @@ class ModelNotLoaded(Exception):
 
 
 def create_app(
-    settings: Settings | None = None,
-    recommender: Recommender | None = None,
-    *,
-    engine: Engine | None = None,
+    settings: Settings | None = None, recommender: Recommender | AsyncRecommender | None = None
 ) -> FastAPI:
-    """Build the app. Tests inject a ``recommender`` (run in process) or an ``engine``; otherwise
+    """Build the app. Tests inject a ``recommender`` (a blocking one is run in process); otherwise
     the lifespan connects to the engine service at ENGINE_URL, or loads the bundle in process.
     """
     settings = settings or get_settings()
@@ -209,35 +206,33 @@ def create_app(
         client = redis_client(settings.redis_url, settings.redis_timeout_s, settings.redis_max_connections)
         app.state.redis = client
         app.state.service = None
-        owned: Recommender | None = None  # loaded here, so stopped here
-        model: Engine | None = engine
         try:
             redis_status = await _ping(client, settings.redis_timeout_s)
             if redis_status != "ok":
                 logger.warning("Redis not reachable at startup (%s); see /health/ready", redis_status)
-            if model is None and recommender is not None:
-                model = local_engine(recommender, settings)
-            if model is None:
-                model, owned = await _connect_engine(settings)
-            if isinstance(model, ModelRunner):
-                model.on_batch = batch_sizes.observe
-            cache = RecommendationCache(client, model.model_version, settings.cache_ttl_s)
-            app.state.service = RecommendService(model, cache, HistoryStore(client), settings)
-            logger.info(
-                "genrec started: model %s, %d catalog items, max_k %d, cache TTL %ds, engine %s",
-                model.model_version,
-                len(model.catalog),
-                settings.max_k,
-                settings.cache_ttl_s,
-                settings.engine_url or "in process",
-            )
-            yield
+            async with connect(
+                settings,
+                recommender,
+                timeout_s=settings.engine_timeout_s,
+                remote_timeout_s=settings.engine_timeout_s,
+                must_answer=False,
+            ) as model:
+                if isinstance(model, LocalRecommender):
+                    model.on_batch = batch_sizes.observe
+                cache = RecommendationCache(client, model.model_version, settings.cache_ttl_s)
+                app.state.service = RecommendService(model, cache, HistoryStore(client), settings)
+                logger.info(
+                    "genrec started: model %s, %d catalog items, max_k %d, cache TTL %ds, engine %s",
+                    model.model_version,
+                    len(model.catalog),
+                    settings.max_k,
+                    settings.cache_ttl_s,
+                    settings.engine_url or "in process",
+                )
+                yield
         finally:
             app.state.service = None
             await client.aclose()
-            if model is not None and model is not engine:
-                await model.aclose()
-            stop_recommender(owned)
 
     app = FastAPI(
         title="genrec",
@@ -430,7 +425,7 @@ def create_app(
         does not answer or the model is not loaded; the body names the part that failed."""
         service: RecommendService | None = request.app.state.service
         redis_status = await _ping(request.app.state.redis, settings.redis_timeout_s)
-        model_status = "not loaded" if service is None else await service.engine.status()
+        model_status = "not loaded" if service is None else await service.recommender.status()
         if redis_status != "ok" or service is None:
             status: Literal["ready", "degraded", "not ready"] = "not ready"
         else:
@@ -490,21 +485,3 @@ async def _ping(client: redis.Redis, timeout_s: float) -> str:
     except (RedisError, OSError, TimeoutError) as exc:
         return f"error: {str(exc) or type(exc).__name__}"
     return "ok"
-
-
-async def _connect_engine(settings: Settings) -> tuple[Engine, Recommender | None]:
-    """The engine service at ENGINE_URL (the API then loads only the catalog), or the bundle's
-    model in this process; the second value is the recommender to stop at shutdown."""
-    if settings.engine_url is None:
-        owned = load_recommender(settings)
-        return local_engine(owned, settings), owned
-    from model.bundle import load_bundle
-    from service.engine_client import EngineClient
-
-    bundle = load_bundle(settings.artifacts)
-    client = EngineClient(settings.engine_url, bundle.catalog, bundle.version, settings.engine_timeout_s)
-    status = await client.status()
-    if status != "ok":
-        # The engine may still be starting: the API serves cache hits and fallbacks meanwhile.
-        logger.warning("engine service at %s: %s; see /health/ready", settings.engine_url, status)
-    return client, None

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from model.recommender import Recommender
 from service.cache import RecommendationCache
-from service.engine_runner import Engine
+from service.engine.connect import connect
 from service.history import HistoryStore
 from service.local.redis_server import EmbeddedRedis
 from service.precompute import PrecomputeFailed, PrecomputeSummary, StoredUsers, precompute
@@ -160,25 +160,6 @@ class PrecomputeOptions:
     only_stale: bool
 
 
-async def precompute_engine(settings: Settings) -> Recommender | Engine:
-    """The engine service at ENGINE_URL (the job then loads only the bundle's catalog), or the
-    bundle's model loaded in this process."""
-    if settings.engine_url is None:
-        from service.engine import load_recommender
-
-        return load_recommender(settings)
-    from model.bundle import load_bundle
-    from service.engine_client import EngineClient
-
-    bundle = load_bundle(settings.artifacts)
-    client = EngineClient(settings.engine_url, bundle.catalog, bundle.version, settings.precompute_timeout_s)
-    status = await client.status()
-    if status != "ok":
-        await client.aclose()
-        raise RuntimeError(f"engine service at ENGINE_URL={settings.engine_url}: {status}")
-    return client
-
-
 async def _precompute(
     settings: Settings,
     redis_url: str,
@@ -186,29 +167,36 @@ async def _precompute(
     users: Iterable[tuple[str, list[str]]] | StoredUsers,
     options: PrecomputeOptions,
 ) -> PrecomputeSummary:
-    model = recommender if recommender is not None else await precompute_engine(settings)
-    client = redis.Redis.from_url(
-        redis_url, socket_timeout=settings.redis_timeout_s, socket_connect_timeout=settings.redis_timeout_s
-    )
-    try:
-        cache = RecommendationCache(client, model.model_version, settings.cache_ttl_s)
-        return await precompute(
-            model,
-            users,
-            cache,
-            HistoryStore(client),
-            k=options.k,
-            batch_size=options.batch_size,
-            history_len=settings.history_len,
-            total=options.total,
-            job=options.job,
-            restart=options.restart,
-            only_stale=options.only_stale,
+    async with connect(
+        settings,
+        recommender,
+        timeout_s=None,
+        remote_timeout_s=settings.precompute_timeout_s,
+        max_batch=options.batch_size,
+        must_answer=True,
+    ) as model:
+        client = redis.Redis.from_url(
+            redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
         )
-    finally:
-        await client.aclose()
-        if isinstance(model, Engine):
-            await model.aclose()
+        try:
+            cache = RecommendationCache(client, model.model_version, settings.cache_ttl_s)
+            return await precompute(
+                model,
+                users,
+                cache,
+                HistoryStore(client),
+                k=options.k,
+                batch_size=options.batch_size,
+                history_len=settings.history_len,
+                total=options.total,
+                job=options.job,
+                restart=options.restart,
+                only_stale=options.only_stale,
+            )
+        finally:
+            await client.aclose()
 
 
 def precompute_cli(
@@ -345,7 +333,7 @@ def engine() -> None:
     """Serve the engine (the model) on ENGINE_HOST:ENGINE_PORT for APIs and jobs with ENGINE_URL."""
     import uvicorn
 
-    from service.engine_server import create_engine_app
+    from service.engine.server import create_engine_app
 
     settings = get_settings()
     configure_logging(settings.log_level)

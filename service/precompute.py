@@ -34,7 +34,8 @@ from redis.exceptions import WatchError
 from model.progress import progress
 from model.recommender import Recommender, ScoredItem
 from service.cache import CachedList, RecommendationCache
-from service.engine_runner import Engine, ModelRunner
+from service.engine.protocol import AsyncRecommender
+from service.engine.runner import as_async
 from service.history import HISTORY_KEY, HistoryStore, history_key, parse_items
 from service.recommend import usable_history
 
@@ -336,7 +337,7 @@ class _Counts:
 class _Job:
     """What every batch of one run shares; ``run_batch`` does one batch."""
 
-    runner: Engine
+    recommender: AsyncRecommender
     cache: RecommendationCache
     history: HistoryStore
     writer: BatchWriter
@@ -375,7 +376,7 @@ class _Job:
 
     def _model_inputs(self, histories: Mapping[str, list[str]]) -> dict[str, list[str]]:
         """Each user's known recent items; users with none are counted, not modelled."""
-        catalog = self.runner.catalog
+        catalog = self.recommender.catalog
         inputs: dict[str, list[str]] = {}
         for user_id, items in histories.items():
             known, unknown = usable_history(items, catalog, self.history_len)
@@ -389,12 +390,12 @@ class _Job:
     async def _recommend(self, inputs: Mapping[str, list[str]]) -> dict[str, list[ScoredItem]]:
         if not inputs:
             return {}
-        lists = await self.runner.run(list(inputs.values()), self.k)
+        lists = await self.recommender.recommend(list(inputs.values()), self.k)
         return dict(zip(inputs, lists, strict=True))
 
 
 async def precompute(
-    model: Recommender | Engine,
+    recommender: Recommender | AsyncRecommender,
     users: Iterable[User] | StoredUsers,
     cache: RecommendationCache,
     history: HistoryStore,
@@ -416,14 +417,14 @@ async def precompute(
     ``only_stale`` skips users that already have a list for this model version.
 
     Raises PrecomputeFailed when a batch fails (engine, Redis): the batches before it stay
-    written and checkpointed. ``model`` is a recommender run in this process (in a worker
+    written and checkpointed. ``recommender`` is a blocking one run in this process (in a worker
     thread with no timeout: a batch on a CPU engine can legitimately take minutes, and nothing
-    is waiting on it) or an ``Engine``, e.g. the client of the engine service.
+    is waiting on it) or an ``AsyncRecommender``, e.g. the client of the engine service.
     """
     if k < 1 or batch_size < 1 or history_len < 1:
         raise ValueError(f"k, batch_size and history_len must be >= 1, got {k}, {batch_size}, {history_len}")
-    if cache.model_version != model.model_version:
-        raise ValueError(f"cache is for {cache.model_version!r}, model is {model.model_version!r}")
+    if cache.model_version != recommender.model_version:
+        raise ValueError(f"cache is for {cache.model_version!r}, model is {recommender.model_version!r}")
     if isinstance(users, StoredUsers):
         job = users.job
     checkpoint = None
@@ -436,9 +437,8 @@ async def precompute(
         batches = store_batches(cache.client, batch_size, start)
     else:
         batches = iterable_batches(users, batch_size, start)
-    engine = model if isinstance(model, Engine) else ModelRunner(model, timeout_s=None, max_batch=batch_size)
     run = _Job(
-        runner=engine,
+        recommender=as_async(recommender, None, batch_size),
         cache=cache,
         history=history,
         writer=BatchWriter(cache, history, checkpoint, resumed=start is not None),
@@ -466,7 +466,7 @@ async def precompute(
         await checkpoint.clear()
     summary = _summarize(run.counts, run.resumed, time.perf_counter() - started)
     # DEBUG: the CLI prints the summary as its result; a log line would repeat it
-    logger.debug("precompute (model %s, k=%d): %s", model.model_version, k, summary.describe())
+    logger.debug("precompute (model %s, k=%d): %s", recommender.model_version, k, summary.describe())
     return summary
 
 

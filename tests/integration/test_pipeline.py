@@ -75,7 +75,7 @@ def settings(workdir: Path, redis_url: str) -> Settings:
 
 @pytest.fixture(scope="module")
 def engine(settings: Settings) -> Iterator[Recommender]:
-    from service.engine import load_recommender
+    from service.engine.connect import load_recommender
 
     recommender = load_recommender(settings)
     yield recommender
@@ -237,7 +237,7 @@ def test_api_precompute_and_engine_as_separate_services(
     and the API reaching it only through ENGINE_URL (each loading just the catalog)."""
     from live_server import live_server
 
-    from service.engine_server import create_engine_app
+    from service.engine.server import create_engine_app
     from service.local.redis_server import free_port
 
     assert settings.redis_url is not None

@@ -110,7 +110,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> 
 
 def serve_model(monkeypatch: pytest.MonkeyPatch, recommender: object) -> None:
     """The bundle the command loads: the in-test recommender (no model files in unit tests)."""
-    monkeypatch.setattr("service.engine.load_recommender", lambda settings: recommender)
+    monkeypatch.setattr("service.engine.connect.load_recommender", lambda settings: recommender)
 
 
 def no_model(settings: Settings) -> None:
@@ -166,7 +166,7 @@ def test_precompute_command_errors_name_the_problem_before_loading_a_model(
             cli_env.delenv(name, raising=False)
         else:
             cli_env.setenv(name, value)
-    cli_env.setattr("service.engine.load_recommender", no_model)
+    cli_env.setattr("service.engine.connect.load_recommender", no_model)
     cli_env.chdir(tmp_path)
     result = CliRunner().invoke(app, ["precompute", *args])
     assert result.exit_code == 2, result.output

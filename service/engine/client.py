@@ -1,7 +1,7 @@
-"""The engine service seen from the API (and precompute): an ``Engine`` over HTTP.
+"""The engine service seen from the API and precompute: ``RemoteRecommender``, over HTTP.
 
 The API process keeps only the bundle's catalog (titles, popularity, the ids events may name)
-and sends histories to the engine process (``service.engine_server``), which batches the
+and sends histories to the engine process (``service.engine.server``), which batches the
 requests of every API replica into its engine calls. The engine must serve the same model
 version as the catalog the API loaded: a mismatch is refused at start-up and on every answer,
 so the API never renders one model's items with another model's catalog.
@@ -16,14 +16,14 @@ import httpx
 
 from model.catalog import Catalog
 from model.recommender import RankRequest, ScoredItem
-from service.engine_protocol import (
+from service.engine.protocol import (
     ENGINE_API,
     EngineInfo,
+    EngineTimeout,
     RankBody,
     RankedLists,
     RecommendBody,
 )
-from service.engine_runner import EngineTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ class EngineUnavailable(RuntimeError):
     """The engine service could not be reached or did not answer properly."""
 
 
-class EngineClient:
-    """``Engine`` for the engine service at ``url``; requests time out after ``timeout_s``."""
+class RemoteRecommender:
+    """``AsyncRecommender`` for the engine service at ``url``; requests time out after ``timeout_s``."""
 
     def __init__(self, url: str, catalog: Catalog, model_version: str, timeout_s: float) -> None:
         self.url = url.rstrip("/")
@@ -70,7 +70,7 @@ class EngineClient:
             return f"error: the engine serves {info.model_version!r}, this API {self._model_version!r}"
         return "ok"
 
-    async def run(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+    async def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
         body = RecommendBody(histories=[list(h) for h in histories], k=k)
         return self._lists(await self._call("POST", f"{ENGINE_API}/recommend", body.model_dump_json()))
 
