@@ -19,6 +19,7 @@ import typer
 
 from service import cli as service_cli
 from service.engine.connect import serving_recommender
+from service.precompute.sources import HistoryFileError, Source, count_histories, read_histories
 from service.settings import Settings, environment_help
 from training import cli as training_cli
 
@@ -84,17 +85,17 @@ def recommend_batch(
     from service.batch import recommend_to_jsonl
 
     try:
-        total = service_cli.count_histories(input)
+        total = count_histories(input)
         if total == 0:
             raise _fail(f"--input {input}: no users in the file (one JSON object per line)")
         bundle = load_bundle(artifacts)
-    except (service_cli.HistoryFileError, BundleError) as exc:
+    except (HistoryFileError, BundleError) as exc:
         raise _fail(str(exc)) from exc
     if not 1 <= k <= len(bundle.catalog):
         raise _fail(f"--k must be between 1 and the catalog size {len(bundle.catalog)}, got {k}")
     recommender = serving_recommender(bundle, EngineConfig(beam_width=k, max_batch=batch_size))
     summary = recommend_to_jsonl(
-        recommender, service_cli.read_histories(input), out, k=k, batch_size=batch_size, total=total
+        recommender, read_histories(input), out, k=k, batch_size=batch_size, total=total
     )
     typer.echo(
         f"wrote top-{k} for {summary.users} users to {out} in {summary.wall_s:.1f}s "
@@ -147,7 +148,7 @@ def precompute(
     )
 
 
-def _dataset_input(path: Path) -> service_cli.PrecomputeInput:
+def _dataset_input(path: Path) -> Source:
     """A dataset's users (full sequences) with an identity that changes with any of them.
 
     The digest covers every user id and sequence in order, so resuming by position is safe
@@ -160,7 +161,7 @@ def _dataset_input(path: Path) -> service_cli.PrecomputeInput:
     for user, sequence in dataset.sequences.items():
         digest.update(json.dumps([user, sequence]).encode())
     job = f"data:{path.resolve()}:{digest.hexdigest()[:16]}"
-    return service_cli.PrecomputeInput(serving_histories(dataset), job, len(dataset.sequences))
+    return Source(serving_histories(dataset), job, len(dataset.sequences))
 
 
 @dataclass(frozen=True)

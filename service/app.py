@@ -18,18 +18,13 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Literal, get_args
 from urllib.parse import parse_qsl
 
-import redis.asyncio as redis
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.routing import Route
 
 from model.recommender import Recommender
@@ -59,6 +54,7 @@ from service.recommend import (
     UnknownItems,
     UserDeleted,
 )
+from service.redis_client import ping, redis_client
 from service.render import RecommendResult, SimilarItemsResult, Source
 from service.request_id import RequestIdMiddleware
 from service.settings import Settings, get_settings
@@ -207,7 +203,7 @@ def create_app(
         app.state.redis = client
         app.state.service = None
         try:
-            redis_status = await _ping(client, settings.redis_timeout_s)
+            redis_status = await ping(client, settings.redis_timeout_s)
             if redis_status != "ok":
                 logger.warning("Redis not reachable at startup (%s); see /health/ready", redis_status)
             async with connect(
@@ -424,7 +420,7 @@ def create_app(
         when only the engine does not (requests are still answered), 503 "not ready" when Redis
         does not answer or the model is not loaded; the body names the part that failed."""
         service: RecommendService | None = request.app.state.service
-        redis_status = await _ping(request.app.state.redis, settings.redis_timeout_s)
+        redis_status = await ping(request.app.state.redis, settings.redis_timeout_s)
         model_status = "not loaded" if service is None else await service.recommender.status()
         if redis_status != "ok" or service is None:
             status: Literal["ready", "degraded", "not ready"] = "not ready"
@@ -452,36 +448,3 @@ def create_app(
         )
     app.add_middleware(RequestIdMiddleware)  # outermost: every response carries the id
     return app
-
-
-def redis_client(url: str, timeout_s: float, max_connections: int) -> redis.Redis:
-    """A client that retries a failed command once after a short backoff and reconnects on its
-    own once Redis is back; bounded by ``timeout_s`` per attempt, so a dead Redis costs a
-    request at most ~2 timeouts, never a hang. A connection Redis dropped fails its next
-    command, which the retry runs again on a fresh connection; so no health-check PINGs (their
-    clock check on every command cost the cache hit ~3%).
-
-    The pool opens up to ``max_connections`` connections; a command beyond that fails (and is
-    retried once) instead of queueing. The blocking pool queues instead, but its condition
-    variable cost the cache-hit path a fifth of its throughput at 64 concurrent requests
-    (benchmarks/serve_load.py: 0.67x vs 0.83x of the bare endpoint), and a request that finds
-    every connection busy is better answered degraded than late.
-    """
-    pool: redis.ConnectionPool = redis.ConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
-    return redis.Redis(connection_pool=pool)
-
-
-async def _ping(client: redis.Redis, timeout_s: float) -> str:
-    """ "ok", or why Redis did not answer PING within ``timeout_s``."""
-    try:
-        await asyncio.wait_for(client.ping(), timeout=timeout_s)
-    except (RedisError, OSError, TimeoutError) as exc:
-        return f"error: {str(exc) or type(exc).__name__}"
-    return "ok"

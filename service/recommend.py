@@ -23,7 +23,7 @@ from model.catalog import Catalog, category_path
 from model.recommender import ScoredItem
 from service.cache import CachedList, RecommendationCache
 from service.engine.protocol import AsyncRecommender
-from service.history import HistoryStore, history_key, parse_items, times_key
+from service.history import HistoryStore, history_key, parse_items, times_key, usable_history
 from service.render import Recommendation, ResultRenderer, Source
 from service.settings import Settings
 
@@ -75,17 +75,6 @@ class UserDeleted(BaseModel):
 CACHE_DOWN = "Redis unavailable"
 MODEL_DOWN = "model unavailable"
 MODEL_DOWN_STALE = "model unavailable; serving the list cached before the latest events"
-
-
-def usable_history(history: Sequence[str], catalog: Catalog, history_len: int) -> tuple[list[str], int]:
-    """The last ``history_len`` items of ``history`` minus ids the catalog does not know.
-
-    Returns the model input and how many ids were dropped. Precompute and on-demand requests
-    share this, so both paths feed the model the same input for the same stored history.
-    """
-    recent = list(history)[-history_len:] if history_len > 0 else []
-    known = [item_id for item_id in recent if item_id in catalog]
-    return known, len(recent) - len(known)
 
 
 def _unseen(items: Sequence[ScoredItem], seen: Set[str]) -> list[ScoredItem]:

@@ -19,7 +19,8 @@ from model.recommender import Recommender
 from service.app import create_app
 from service.batch import recommend_to_jsonl
 from service.cache import RecommendationCache
-from service.cli import run_precompute
+from service.precompute.job import run_precompute
+from service.precompute.sources import Source
 from service.settings import Settings
 from training.data import InteractionData, load_lcrec, serving_histories
 
@@ -184,7 +185,7 @@ def test_precompute_then_recommend_over_http(
     assert settings.redis_url is not None
     asyncio.run(_flush(settings.redis_url))
     users = list(serving_histories(dataset))[:20]
-    summary = run_precompute(settings, users, K, 8, recommender=engine, total=len(users))
+    summary = run_precompute(settings, Source(users, None, len(users)), K, 8, recommender=engine)
     assert summary.cached == len(users)
 
     with TestClient(create_app(settings, engine)) as client:
@@ -245,7 +246,7 @@ def test_api_precompute_and_engine_as_separate_services(
     users = list(serving_histories(dataset))[:12]
     with live_server(create_engine_app(settings, engine), free_port()) as engine_url:
         remote = settings.model_copy(update={"engine_url": engine_url})
-        summary = run_precompute(remote, users, K, 8, total=len(users))
+        summary = run_precompute(remote, Source(users, None, len(users)), K, 8)
         assert summary.cached == len(users)
         with TestClient(create_app(remote)) as client:
             assert client.get("/health/ready").json()["status"] == "ready"

@@ -20,7 +20,8 @@ from service.engine.client import EngineUnavailable, RemoteRecommender
 from service.engine.server import create_engine_app
 from service.history import HistoryStore
 from service.local.redis_server import free_port
-from service.precompute import precompute
+from service.precompute.job import precompute
+from service.precompute.sources import Source
 from service.settings import Settings
 
 
@@ -148,7 +149,9 @@ async def test_precompute_through_the_engine_service(
     with live_server(create_engine_app(engine_settings, model), free_port()) as url:
         client = RemoteRecommender(url, catalog, MODEL_VERSION, timeout_s=10)
         try:
-            summary = await precompute(client, users, cache, history, k=10, batch_size=16, history_len=5)
+            summary = await precompute(
+                client, Source(users, None), cache, history, k=10, batch_size=16, history_len=5
+            )
         finally:
             await client.aclose()
     assert (summary.users, summary.cached) == (40, 40)

@@ -13,7 +13,7 @@ from service.cache import RecommendationCache
 from service.engine.protocol import EngineTimeout
 from service.engine.runner import LocalRecommender
 from service.history import HistoryStore
-from service.recommend import Event, InvalidRequest, RecommendService, usable_history
+from service.recommend import Event, InvalidRequest, RecommendService
 from service.render import RecommendResult
 from service.settings import Settings
 
@@ -100,12 +100,6 @@ async def test_only_the_last_history_len_items_reach_the_model(
 async def test_k_outside_1_to_max_k_is_rejected(service: RecommendService, k: int) -> None:
     with pytest.raises(InvalidRequest, match="between 1 and 20"):
         await service.recommend("u1", k)
-
-
-def test_usable_history(catalog: Catalog) -> None:
-    assert usable_history(["x", "i1", "y", "i2", "i3"], catalog, 4) == (["i1", "i2", "i3"], 1)
-    assert usable_history(["i1", "x", "y"], catalog, 2) == ([], 2)
-    assert usable_history([], catalog, 4) == ([], 0)
 
 
 async def test_slow_model_times_out(
