@@ -44,7 +44,7 @@ DATASET = BEAUTY
 RESULT = RESULTS / "serve_load.json"
 MODEL_VERSION = "serve-load"
 K = 20
-CACHE_HIT = b'"source":"cache"'  # as service.render writes it
+CACHE_HIT = b'"source":"cache"'  # as service.api.render writes it
 
 logger = logging.getLogger("serve_load")
 
@@ -98,7 +98,7 @@ class StandInRecommender:
 
 def mixed_app():  # type: ignore[no-untyped-def]
     """uvicorn factory: the real app on REDIS_URL with the stand-in engine."""
-    from service.app import create_app
+    from service.api.app import create_app
     from service.settings import Settings
 
     catalog, _ = beauty_catalog(Path(os.environ["GENREC_BENCH_DATA"]))
@@ -107,7 +107,7 @@ def mixed_app():  # type: ignore[no-untyped-def]
 
 def genrec_app():  # type: ignore[no-untyped-def]
     """uvicorn factory: the real app on REDIS_URL with the Beauty catalog."""
-    from service.app import create_app
+    from service.api.app import create_app
     from service.settings import Settings
 
     catalog, _ = beauty_catalog(Path(os.environ["GENREC_BENCH_DATA"]))

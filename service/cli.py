@@ -110,7 +110,7 @@ def serve_until_stopped(settings: Settings, recommender: Recommender | None = No
     """Run uvicorn on HOST:PORT until SIGINT/SIGTERM; logs one line once the port is bound."""
     import uvicorn
 
-    from service.app import create_app
+    from service.api.app import create_app
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[Any] | None = None) -> None:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import genrec_cli
 from model.bundle import ArtifactBundle, load_bundle
 from model.recommender import Recommender
-from service.app import create_app
+from service.api.app import create_app
 from service.batch import recommend_to_jsonl
 from service.cache import RecommendationCache
 from service.precompute.job import run_precompute

@@ -10,10 +10,10 @@ import redis.asyncio as redis
 from service_fakes import MODEL_VERSION, HashRecommender, make_catalog, open_client, run_locally
 
 from model.catalog import Catalog
-from service.app import create_app
+from service.api.app import create_app
+from service.api.recommend import RecommendService
 from service.cache import RecommendationCache
 from service.history import HistoryStore
-from service.recommend import RecommendService
 from service.settings import Settings
 
 

@@ -20,7 +20,7 @@ from service_fakes import HashRecommender, open_client
 
 from model.catalog import Catalog
 from model.recommender import ScoredItem
-from service.app import create_app
+from service.api.app import create_app
 from service.cache import CachedList, RecommendationCache, decode_entry, topk_key
 from service.history import HistoryStore, history_key, usable_history
 from service.precompute.checkpoint import CHECKPOINT_KEY, job_fingerprint

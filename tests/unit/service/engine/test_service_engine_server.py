@@ -14,7 +14,7 @@ from live_server import live_server
 from service_fakes import MODEL_VERSION, HashRecommender, open_client
 
 from model.catalog import Catalog
-from service.app import create_app
+from service.api.app import create_app
 from service.cache import RecommendationCache
 from service.engine.client import EngineUnavailable, RemoteRecommender
 from service.engine.server import create_engine_app

@@ -21,10 +21,10 @@ from redis.exceptions import RedisError
 
 from model.catalog import Catalog, category_path
 from model.recommender import ScoredItem
+from service.api.render import Recommendation, ResultRenderer, Source
 from service.cache import CachedList, RecommendationCache
 from service.engine.protocol import AsyncRecommender
 from service.history import HistoryStore, history_key, parse_items, times_key, usable_history
-from service.render import Recommendation, ResultRenderer, Source
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
