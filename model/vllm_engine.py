@@ -195,9 +195,7 @@ class VllmRecommender(ConstrainedRecommender):
             model_version=bundle.version,
             make_ranking_scorer=make_ranking_scorer,
         )
-        logger.info(
-            "vLLM engine ready for %s (beam width %d, %s)", bundle.version, beam_width, config.dtype
-        )
+        logger.info("vLLM engine ready for %s (beam width %d, %s)", bundle.version, beam_width, config.dtype)
 
     def close(self) -> None:
         """Stop the engine's worker processes now rather than at interpreter exit."""

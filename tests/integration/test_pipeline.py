@@ -127,7 +127,7 @@ def test_vllm_matches_transformers_generate_beam_search(engine: Recommender, bun
     import torch
     from transformers import AutoModelForCausalLM
 
-    from model.hf_generate import TokenTrie, hf_generate_topk
+    from benchmarks.hf_generate import TokenTrie, hf_generate_topk
 
     model = AutoModelForCausalLM.from_pretrained(str(bundle.model_dir), dtype=torch.float32).eval()
     token_trie = TokenTrie.of_bundle(bundle)
