@@ -40,20 +40,12 @@ class RemoteRecommender:
 
     def __init__(self, url: str, catalog: Catalog, model_version: str, timeout_s: float) -> None:
         self.url = url.rstrip("/")
-        self._catalog = catalog
-        self._model_version = model_version
+        self.catalog = catalog
+        self.model_version = model_version
         self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(
             base_url=self.url, timeout=timeout_s, limits=httpx.Limits(max_connections=256)
         )
-
-    @property
-    def model_version(self) -> str:
-        return self._model_version
-
-    @property
-    def catalog(self) -> Catalog:
-        return self._catalog
 
     async def info(self, timeout_s: float | None = None) -> EngineInfo:
         response = await self._call("GET", f"{ENGINE_API}/info", timeout_s=timeout_s)
@@ -66,8 +58,8 @@ class RemoteRecommender:
             info = await self.info(timeout_s=min(STATUS_TIMEOUT_S, self.timeout_s))
         except (EngineUnavailable, EngineTimeout, ValueError) as exc:
             return f"error: {exc}"
-        if info.model_version != self._model_version:
-            return f"error: the engine serves {info.model_version!r}, this API {self._model_version!r}"
+        if info.model_version != self.model_version:
+            return f"error: the engine serves {info.model_version!r}, this API {self.model_version!r}"
         return "ok"
 
     async def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
@@ -80,9 +72,9 @@ class RemoteRecommender:
 
     def _lists(self, response: httpx.Response) -> list[list[ScoredItem]]:
         answer = RankedLists.model_validate_json(response.content)
-        if answer.model_version != self._model_version:
+        if answer.model_version != self.model_version:
             raise EngineUnavailable(
-                f"the engine serves {answer.model_version!r}, this API {self._model_version!r}"
+                f"the engine serves {answer.model_version!r}, this API {self.model_version!r}"
             )
         return [[ScoredItem(item_id, score) for item_id, score in row] for row in answer.lists]
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 from model.progress import progress
 from model.recommender import Recommender, ScoredItem
@@ -69,6 +70,12 @@ class PrecomputeSummary:
         )
 
 
+# The fields of PrecomputeSummary that a run counts batch by batch.
+COUNTED = tuple(
+    f.name for f in fields(PrecomputeSummary) if f.name not in ("resumed", "wall_s", "users_per_s")
+)
+
+
 class PrecomputeFailed(Exception):
     """The run stopped part-way (engine or Redis error); what is done stays done.
 
@@ -83,18 +90,6 @@ class PrecomputeFailed(Exception):
 
 
 @dataclass
-class _Counts:
-    users: int = 0
-    batches: int = 0
-    cached: int = 0
-    no_history: int = 0
-    unknown: int = 0
-    fresh: int = 0
-    changed: int = 0
-    kept_stored: int = 0
-
-
-@dataclass
 class _Job:
     """What every batch of one run shares; ``run_batch`` does one batch."""
 
@@ -106,11 +101,11 @@ class _Job:
     history_len: int
     only_stale: bool
     resumed: int  # users_done of the checkpoint this run started from
-    counts: _Counts
+    counts: Counter[str] = field(default_factory=Counter)  # by COUNTED field
 
     @property
     def users_done(self) -> int:
-        return self.resumed + self.counts.users
+        return self.resumed + self.counts["users"]
 
     async def run_batch(self, batch: Batch) -> None:
         """Skip fresh users, get histories, one engine call, one write with the checkpoint."""
@@ -118,7 +113,7 @@ class _Job:
         todo = [user_id for user_id in dict.fromkeys(batch.user_ids) if user_id not in fresh]
         if batch.histories is not None:  # merged into the store, never replacing what the API wrote
             seeds = {user_id: batch.histories[user_id] for user_id in todo}
-            self.counts.kept_stored += await self.history.seed_many(seeds)
+            self.counts["kept_stored"] += await self.history.seed_many(seeds)
         # the model reads the stored histories, and a list is only written if its user's history
         # is still the one it was computed from (an event may land meanwhile)
         histories = computed_from = await read_stored_histories(self.cache.client, self.history, todo)
@@ -129,11 +124,11 @@ class _Job:
         }
         progress = Progress(batch.position, self.users_done + len(batch.user_ids))
         written = await self.writer.write(entries, progress, computed_from)
-        self.counts.users += len(batch.user_ids)
-        self.counts.batches += 1
-        self.counts.fresh += sum(1 for user_id in batch.user_ids if user_id in fresh)
-        self.counts.cached += len(written)
-        self.counts.changed += len(entries) - len(written)
+        self.counts["users"] += len(batch.user_ids)
+        self.counts["batches"] += 1
+        self.counts["skipped_fresh"] += sum(1 for user_id in batch.user_ids if user_id in fresh)
+        self.counts["cached"] += len(written)
+        self.counts["changed"] += len(entries) - len(written)
 
     def _model_inputs(self, histories: Mapping[str, list[str]]) -> dict[str, list[str]]:
         """Each user's known recent items; users with none are counted, not modelled."""
@@ -141,11 +136,11 @@ class _Job:
         inputs: dict[str, list[str]] = {}
         for user_id, items in histories.items():
             known, unknown = usable_history(items, catalog, self.history_len)
-            self.counts.unknown += unknown
+            self.counts["skipped_unknown_items"] += unknown
             if known:
                 inputs[user_id] = known
             else:
-                self.counts.no_history += 1
+                self.counts["skipped_users"] += 1
         return inputs
 
     async def _recommend(self, inputs: Mapping[str, list[str]]) -> dict[str, list[ScoredItem]]:
@@ -200,7 +195,6 @@ async def precompute(
         history_len=history_len,
         only_stale=only_stale,
         resumed=start.users_done if start else 0,
-        counts=_Counts(),
     )
     started = time.perf_counter()
     try:
@@ -218,7 +212,14 @@ async def precompute(
         raise
     if checkpoint is not None:
         await checkpoint.clear()
-    summary = _summarize(run.counts, run.resumed, time.perf_counter() - started)
+    wall_s = time.perf_counter() - started
+    users = run.counts["users"]
+    summary = PrecomputeSummary(
+        **{name: run.counts[name] for name in COUNTED},
+        resumed=run.resumed,
+        wall_s=wall_s,
+        users_per_s=users / wall_s if wall_s > 0 else 0.0,
+    )
     # DEBUG: the CLI prints the summary as its result; a log line would repeat it
     logger.debug("precompute (model %s, k=%d): %s", recommender.model_version, k, summary.describe())
     return summary
@@ -245,22 +246,6 @@ async def _starting_point(checkpoint: Checkpoint | None, restart: bool) -> Progr
             checkpoint.key,
         )
     return start
-
-
-def _summarize(counts: _Counts, resumed: int, wall_s: float) -> PrecomputeSummary:
-    return PrecomputeSummary(
-        users=counts.users,
-        batches=counts.batches,
-        cached=counts.cached,
-        skipped_users=counts.no_history,
-        skipped_unknown_items=counts.unknown,
-        skipped_fresh=counts.fresh,
-        resumed=resumed,
-        changed=counts.changed,
-        kept_stored=counts.kept_stored,
-        wall_s=wall_s,
-        users_per_s=counts.users / wall_s if wall_s > 0 else 0.0,
-    )
 
 
 def _stopped_message(exc: BaseException | None, checkpoint: Checkpoint | None, users_done: int) -> str:
