@@ -213,12 +213,11 @@ async def precompute(
     if checkpoint is not None:
         await checkpoint.clear()
     wall_s = time.perf_counter() - started
-    users = run.counts["users"]
     summary = PrecomputeSummary(
         **{name: run.counts[name] for name in COUNTED},
         resumed=run.resumed,
         wall_s=wall_s,
-        users_per_s=users / wall_s if wall_s > 0 else 0.0,
+        users_per_s=run.counts["users"] / wall_s if wall_s > 0 else 0.0,
     )
     # DEBUG: the CLI prints the summary as its result; a log line would repeat it
     logger.debug("precompute (model %s, k=%d): %s", recommender.model_version, k, summary.describe())
