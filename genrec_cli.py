@@ -18,6 +18,8 @@ from typing import Annotated
 import typer
 
 from service import cli as service_cli
+from service.engine.connect import serving_recommender
+from service.precompute.sources import HistoryFileError, Source, count_histories, read_histories
 from service.settings import Settings, environment_help
 from training import cli as training_cli
 
@@ -57,6 +59,7 @@ def _logging(
 
 
 app.registered_commands.extend(training_cli.app.registered_commands)
+training_cli.use_serving_engine(serving_recommender)  # eval --engine vllm: the serving engine
 app.registered_commands.extend(c for c in service_cli.app.registered_commands if c.name != "precompute")
 
 
@@ -79,21 +82,20 @@ def recommend_batch(
     """
     from model.bundle import BundleError, load_bundle
     from model.engine_config import EngineConfig
-    from model.vllm_engine import VllmRecommender
     from service.batch import recommend_to_jsonl
 
     try:
-        total = service_cli.count_histories(input)
+        total = count_histories(input)
         if total == 0:
             raise _fail(f"--input {input}: no users in the file (one JSON object per line)")
         bundle = load_bundle(artifacts)
-    except (service_cli.HistoryFileError, BundleError) as exc:
+    except (HistoryFileError, BundleError) as exc:
         raise _fail(str(exc)) from exc
     if not 1 <= k <= len(bundle.catalog):
         raise _fail(f"--k must be between 1 and the catalog size {len(bundle.catalog)}, got {k}")
-    recommender = VllmRecommender(bundle, EngineConfig(beam_width=k, max_batch=batch_size))
+    recommender = serving_recommender(bundle, EngineConfig(beam_width=k, max_batch=batch_size))
     summary = recommend_to_jsonl(
-        recommender, service_cli.read_histories(input), out, k=k, batch_size=batch_size, total=total
+        recommender, read_histories(input), out, k=k, batch_size=batch_size, total=total
     )
     typer.echo(
         f"wrote top-{k} for {summary.users} users to {out} in {summary.wall_s:.1f}s "
@@ -146,7 +148,7 @@ def precompute(
     )
 
 
-def _dataset_input(path: Path) -> service_cli.PrecomputeInput:
+def _dataset_input(path: Path) -> Source:
     """A dataset's users (full sequences) with an identity that changes with any of them.
 
     The digest covers every user id and sequence in order, so resuming by position is safe
@@ -159,7 +161,7 @@ def _dataset_input(path: Path) -> service_cli.PrecomputeInput:
     for user, sequence in dataset.sequences.items():
         digest.update(json.dumps([user, sequence]).encode())
     job = f"data:{path.resolve()}:{digest.hexdigest()[:16]}"
-    return service_cli.PrecomputeInput(serving_histories(dataset), job, len(dataset.sequences))
+    return Source(serving_histories(dataset), job, len(dataset.sequences))
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ def demo(
     """
     import shutil
 
-    from service.local_stack import sigterm_stops_the_stack
+    from service.local.stack import sigterm_stops_the_stack
     from service.settings import get_settings
 
     settings = get_settings()
@@ -222,7 +224,7 @@ def demo(
 
 def _build_and_run_demo(settings: Settings, plan: DemoPlan, workdir: Path, started: float) -> None:
     """``genrec demo``'s body: each finished step is reused, then the stack runs until stopped."""
-    from service.local_stack import genrec_command, run_job
+    from service.local.stack import genrec_command, run_job
     from training.data import load_lcrec
     from training.finetune import MERGED_DIR
     from training.item_tokenizer import CATALOG_FILE
@@ -268,7 +270,7 @@ def _build_and_run_demo(settings: Settings, plan: DemoPlan, workdir: Path, start
 def run_local_stack(settings: Settings, data_dir: Path, *, user_id: str, started: float) -> None:
     """Engine, precompute job and API as separate processes on ``settings.redis_url`` (as compose
     runs them), until the API stops or Ctrl-C."""
-    from service.local_stack import Listen, genrec_command, run_job, service_process
+    from service.local.stack import Listen, genrec_command, run_job, service_process
 
     assert settings.redis_url is not None
     engine_url = f"http://127.0.0.1:{settings.engine_port}"

@@ -207,9 +207,9 @@ def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) ->
     """
     from vllm.sampling_params import BeamSearchParams
 
+    from benchmarks.hf_generate import TokenTrie
     from model.bundle import load_bundle
     from model.engine_config import EngineConfig
-    from model.hf_generate import TokenTrie
     from model.vllm_engine import build_llm, shutdown_llm
     from model.vllm_processor import NODE_KEY, TrieLogitsProcessor
 
@@ -319,8 +319,8 @@ def time_floor(model, prompts: list[list[int]], k: int, levels: int, batch: int)
 def time_hf_generate(model, bundle_dir: Path, prompts: list[list[int]], k: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     """ms/user of ``generate(num_beams=k)`` with a trie ``prefix_allowed_tokens_fn``, one user at a
     time, and how many of the returned lists hold k distinct catalog items."""
+    from benchmarks.hf_generate import TokenTrie, hf_generate_topk
     from model.bundle import load_bundle
-    from model.hf_generate import TokenTrie, hf_generate_topk
     from model.trie import PAD
 
     token_trie = TokenTrie.of_bundle(load_bundle(bundle_dir))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench_common import REPO, RESULTS, emit
 
-from service.redis_server import free_port
+from service.local.redis_server import free_port
 
 READY_LINE = "genrec is serving"
 

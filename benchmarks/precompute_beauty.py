@@ -59,8 +59,8 @@ def cached_lists(redis_url: str, version: str) -> int:
 def main() -> None:
     from model.bundle import load_bundle
     from model.engine_config import EngineConfig
-    from service.local_stack import Listen, check_port_free, genrec_command, service_process
-    from service.redis_server import EmbeddedRedis, free_port
+    from service.local.redis_server import EmbeddedRedis, free_port
+    from service.local.stack import Listen, check_port_free, genrec_command, service_process
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -175,7 +175,7 @@ def precompute_hours() -> dict[str, object]:
 
 
 def main() -> None:
-    from service.redis_server import EmbeddedRedis
+    from service.local.redis_server import EmbeddedRedis
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

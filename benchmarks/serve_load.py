@@ -38,13 +38,13 @@ from fastapi import Response
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
-from service.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from service.local.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 DATASET = BEAUTY
 RESULT = RESULTS / "serve_load.json"
 MODEL_VERSION = "serve-load"
 K = 20
-CACHE_HIT = b'"source":"cache"'  # as service.render writes it
+CACHE_HIT = b'"source":"cache"'  # as service.api.render writes it
 
 logger = logging.getLogger("serve_load")
 
@@ -76,7 +76,7 @@ class CacheOnly:
         raise RuntimeError("the cache-hit benchmark reached the engine")
 
 
-class StandInEngine:
+class StandInRecommender:
     """The mixed phase's model: the most popular items, after ``delay_s`` per engine call
     (what a batched engine call costs, so concurrent misses batch)."""
 
@@ -98,16 +98,16 @@ class StandInEngine:
 
 def mixed_app():  # type: ignore[no-untyped-def]
     """uvicorn factory: the real app on REDIS_URL with the stand-in engine."""
-    from service.app import create_app
+    from service.api.app import create_app
     from service.settings import Settings
 
     catalog, _ = beauty_catalog(Path(os.environ["GENREC_BENCH_DATA"]))
-    return create_app(Settings(max_k=K, default_k=10), StandInEngine(catalog))
+    return create_app(Settings(max_k=K, default_k=10), StandInRecommender(catalog))
 
 
 def genrec_app():  # type: ignore[no-untyped-def]
     """uvicorn factory: the real app on REDIS_URL with the Beauty catalog."""
-    from service.app import create_app
+    from service.api.app import create_app
     from service.settings import Settings
 
     catalog, _ = beauty_catalog(Path(os.environ["GENREC_BENCH_DATA"]))

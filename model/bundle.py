@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from model.catalog import Catalog
+from model.semantic_id import SidScheme
 from model.trie import CompiledTrie
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,14 @@ def read_manifest(root: Path) -> Manifest:
         return Manifest.model_validate(json.loads(path.read_text()))
     except (ValueError, ValidationError) as exc:  # JSON, UTF-8 and schema errors
         raise BundleError(f"malformed manifest {path}: {exc}") from exc
+
+
+def load_trie(root: Path) -> tuple[SidScheme, CompiledTrie]:
+    """A bundle's trie and the ID scheme it spells, read without verifying the bundle again: for
+    a process handed a bundle that its parent loaded (vLLM's engine process, where the trie
+    logits processor is built)."""
+    manifest = read_manifest(root)
+    return SidScheme(tuple(manifest.sid_codebook_sizes)), CompiledTrie.load(root / TRIE)
 
 
 def verify_bundle(root: Path, manifest: Manifest) -> None:

@@ -6,13 +6,13 @@ part of the prompt). Generated tokens advance the node, so the same processor se
 one-token level step and a multi-token constrained decode. Requests without the key pass
 through untouched.
 
-The processor is constructed inside vLLM's engine process, so it finds the trie itself: the
-bundle root is the parent of the served model directory (``artifacts/<v>/model``).
+The processor is constructed inside vLLM's engine process, so it finds the trie itself, through
+``model.bundle``: the bundle root is the parent of the served model directory
+(``artifacts/<v>/model``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from model.semantic_id import SidScheme
-from model.trie import PAD, CompiledTrie
+from model.bundle import load_trie
+from model.trie import PAD
 from model.trie_mask import TrieMask, sid_token_table
 
 if TYPE_CHECKING:
@@ -33,9 +33,7 @@ NODE_KEY = "genrec_node"
 
 
 def load_trie_mask(bundle_root: Path, model_dir: Path, vocab_size: int, device: torch.device) -> TrieMask:
-    manifest = json.loads((bundle_root / "manifest.json").read_text())
-    scheme = SidScheme(tuple(manifest["sid_codebook_sizes"]))
-    trie = CompiledTrie.load(bundle_root / "trie.npz")
+    scheme, trie = load_trie(bundle_root)
     return TrieMask(trie, sid_token_table(model_dir, scheme), vocab_size, device)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from model.progress import progress
 from model.recommender import Recommender
-from service.precompute import user_batches
+from service.precompute.sources import user_batches
 
 logger = logging.getLogger(__name__)
 

@@ -1,33 +1,26 @@
-"""``serve`` and ``precompute`` commands of the online side, both configured from the environment.
+"""``serve``, ``engine`` and ``precompute`` commands of the online side, configured from the environment.
 
-``run_precompute`` is the reusable core: another CLI can feed it users from a dataset split
-instead of a JSONL file.
+``precompute_cli`` is the precompute command's body: another CLI can feed it users from a
+dataset split instead of a JSONL file (``genrec precompute --data``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import redis.asyncio as redis
 import typer
-from pydantic import BaseModel, Field, ValidationError
-from redis import Redis as SyncRedis
-from redis.exceptions import RedisError
 
 from model.recommender import Recommender
-from service.cache import RecommendationCache
-from service.engine_runner import Engine
-from service.history import HistoryStore
-from service.precompute import PrecomputeFailed, PrecomputeSummary, StoredUsers, precompute
-from service.redis_server import EmbeddedRedis
+from service.local.redis_server import EmbeddedRedis
+from service.precompute.job import PrecomputeFailed, check_precompute_args, run_precompute
+from service.precompute.sources import HistoryFileError, Source, histories_file
 from service.request_id import RequestIdFilter
 from service.settings import Settings, environment_help, get_settings
 
@@ -41,178 +34,8 @@ HISTORIES_HELP = 'JSONL, one {"user_id": str, "history": \\[item_id, ...]} per l
 app = typer.Typer(help="serve recommendations, precompute the cache.", no_args_is_help=True)
 
 
-class HistoryLine(BaseModel):
-    """One line of a histories JSONL file."""
-
-    user_id: str = Field(min_length=1)
-    history: list[str]
-
-
-class HistoryFileError(ValueError):
-    """A histories file cannot be read; the message names the file and line."""
-
-
-def read_histories(path: Path) -> Iterator[tuple[str, list[str]]]:
-    """Stream ``(user_id, history)`` from JSONL; blank lines are skipped, bad ones raise HistoryFileError."""
-    try:
-        with path.open(encoding="utf-8") as lines:
-            for lineno, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = HistoryLine.model_validate_json(line)
-                except ValidationError as exc:
-                    problems = "; ".join(_describe(err["loc"], err["msg"]) for err in exc.errors())
-                    raise HistoryFileError(f"{path}:{lineno}: malformed history line ({problems})") from exc
-                yield record.user_id, record.history
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HistoryFileError(f"{path}: cannot read histories file: {exc}") from exc
-
-
-def _describe(loc: tuple[int | str, ...], msg: str) -> str:
-    return f"{'.'.join(str(part) for part in loc) or 'line'}: {msg}"
-
-
-def count_histories(path: Path) -> int:
-    """Validate the whole file before any model is loaded, and size the progress bar."""
-    return sum(1 for _ in read_histories(path))
-
-
-@dataclasses.dataclass(frozen=True)
-class PrecomputeInput:
-    """The users of one precompute run and what identifies them for the resume checkpoint."""
-
-    users: Iterable[tuple[str, list[str]]] | StoredUsers
-    job: str | None  # None: no checkpoint (the order of ``users`` is not known to repeat)
-    total: int | None  # sizes the progress bar; None when unknown (the store)
-
-
-def histories_input(path: Path) -> PrecomputeInput:
-    """A histories file, validated whole before any model is loaded.
-
-    Its identity is path, size and modification time: a rewritten file is a new job (its
-    order may differ, so resuming by position could skip users), an untouched one resumes.
-    """
-    total = count_histories(path)
-    stat = path.stat()
-    job = f"histories:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    return PrecomputeInput(read_histories(path), job, total)
-
-
-def store_input() -> PrecomputeInput:
-    return PrecomputeInput(StoredUsers(), StoredUsers().job, None)
-
-
-def check_precompute_args(settings: Settings, k: int, batch_size: int) -> None:
-    """Reject what would fail later, before the input is read or the model loaded (seconds vs minutes)."""
-    if settings.redis_url is None:
-        raise RuntimeError("REDIS_URL is not set: precompute needs the Redis server the service will read")
-    if not 1 <= k <= settings.list_len:
-        raise ValueError(
-            f"k must be between 1 and {settings.list_len} (MAX_K + CACHE_EXTRA, the cached list), got {k}"
-        )
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-
-
-def check_redis(redis_url: str, timeout_s: float) -> None:
-    """One PING, so an unreachable REDIS_URL is reported before minutes of model loading."""
-    client = SyncRedis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-    try:
-        client.ping()
-    except RedisError as exc:
-        raise RuntimeError(f"cannot reach Redis at REDIS_URL: {exc}") from exc
-    finally:
-        client.close()
-
-
-def run_precompute(
-    settings: Settings,
-    users: Iterable[tuple[str, list[str]]] | StoredUsers,
-    k: int,
-    batch_size: int,
-    *,
-    recommender: Recommender | None = None,
-    total: int | None = None,
-    job: str | None = None,
-    restart: bool = False,
-    only_stale: bool = False,
-) -> PrecomputeSummary:
-    """Fill REDIS_URL's Redis with each user's top-``k`` (and history); loads the bundle unless given one.
-
-    ``job``, ``restart`` and ``only_stale`` are those of :func:`service.precompute.precompute`;
-    raises PrecomputeFailed when the run stops part-way.
-    """
-    check_precompute_args(settings, k, batch_size)
-    assert settings.redis_url is not None
-    check_redis(settings.redis_url, settings.redis_timeout_s)
-    options = PrecomputeOptions(k, batch_size, total, job, restart, only_stale)
-    return asyncio.run(_precompute(settings, settings.redis_url, recommender, users, options))
-
-
-@dataclasses.dataclass(frozen=True)
-class PrecomputeOptions:
-    k: int
-    batch_size: int
-    total: int | None
-    job: str | None
-    restart: bool
-    only_stale: bool
-
-
-async def precompute_engine(settings: Settings) -> Recommender | Engine:
-    """The engine service at ENGINE_URL (the job then loads only the bundle's catalog), or the
-    bundle's model loaded in this process."""
-    if settings.engine_url is None:
-        from service.engine import load_recommender
-
-        return load_recommender(settings)
-    from model.bundle import load_bundle
-    from service.engine_client import EngineClient
-
-    bundle = load_bundle(settings.artifacts)
-    client = EngineClient(settings.engine_url, bundle.catalog, bundle.version, settings.precompute_timeout_s)
-    status = await client.status()
-    if status != "ok":
-        await client.aclose()
-        raise RuntimeError(f"engine service at ENGINE_URL={settings.engine_url}: {status}")
-    return client
-
-
-async def _precompute(
-    settings: Settings,
-    redis_url: str,
-    recommender: Recommender | None,
-    users: Iterable[tuple[str, list[str]]] | StoredUsers,
-    options: PrecomputeOptions,
-) -> PrecomputeSummary:
-    model = recommender if recommender is not None else await precompute_engine(settings)
-    client = redis.Redis.from_url(
-        redis_url, socket_timeout=settings.redis_timeout_s, socket_connect_timeout=settings.redis_timeout_s
-    )
-    try:
-        cache = RecommendationCache(client, model.model_version, settings.cache_ttl_s)
-        return await precompute(
-            model,
-            users,
-            cache,
-            HistoryStore(client),
-            k=options.k,
-            batch_size=options.batch_size,
-            history_len=settings.history_len,
-            total=options.total,
-            job=options.job,
-            restart=options.restart,
-            only_stale=options.only_stale,
-        )
-    finally:
-        await client.aclose()
-        if isinstance(model, Engine):
-            await model.aclose()
-
-
 def precompute_cli(
-    open_input: Callable[[], PrecomputeInput],
+    open_input: Callable[[], Source],
     k: int | None,
     batch_size: int | None,
     *,
@@ -235,16 +58,7 @@ def precompute_cli(
     try:
         check_precompute_args(settings, k, batch_size)
         source = open_input()
-        summary = run_precompute(
-            settings,
-            source.users,
-            k,
-            batch_size,
-            total=source.total,
-            job=source.job,
-            restart=restart,
-            only_stale=only_stale,
-        )
+        summary = run_precompute(settings, source, k, batch_size, restart=restart, only_stale=only_stale)
     except PrecomputeFailed as exc:
         typer.echo(f"error: {exc}", err=True)  # once: the job logs nothing more about it
         raise typer.Exit(EXIT_FAILED) from exc
@@ -296,7 +110,7 @@ def serve_until_stopped(settings: Settings, recommender: Recommender | None = No
     """Run uvicorn on HOST:PORT until SIGINT/SIGTERM; logs one line once the port is bound."""
     import uvicorn
 
-    from service.app import create_app
+    from service.api.app import create_app
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[Any] | None = None) -> None:
@@ -345,7 +159,7 @@ def engine() -> None:
     """Serve the engine (the model) on ENGINE_HOST:ENGINE_PORT for APIs and jobs with ENGINE_URL."""
     import uvicorn
 
-    from service.engine_server import create_engine_app
+    from service.engine.server import create_engine_app
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -377,7 +191,7 @@ def precompute_command(
         raise typer.Exit(EXIT_BAD_INPUT)
     path = histories
     precompute_cli(
-        (lambda: histories_input(path)) if path is not None else store_input,
+        (lambda: histories_file(path)) if path is not None else Source.from_store,
         k,
         batch_size,
         restart=restart,

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 
+from model.catalog import Catalog
+
 HISTORY_KEY = "genrec:hist:{user_id}"
 TIMES_KEY = "genrec:hist_ts:{user_id}"
 
@@ -227,8 +229,20 @@ class HistoryStore:
 
 
 def parse_items(raw: Sequence[bytes | str]) -> list[str]:
-    return [_text(item) for item in raw]
+    return [as_text(item) for item in raw]
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (clients without ``decode_responses`` answer bytes)."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def usable_history(history: Sequence[str], catalog: Catalog, history_len: int) -> tuple[list[str], int]:
+    """The last ``history_len`` items of ``history`` minus ids the catalog does not know.
+
+    Returns the model input and how many ids were dropped. Precompute and on-demand requests
+    share this, so both paths feed the model the same input for the same stored history.
+    """
+    recent = list(history)[-history_len:] if history_len > 0 else []
+    known = [item_id for item_id in recent if item_id in catalog]
+    return known, len(recent) - len(known)

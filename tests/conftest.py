@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as redis
 
-from service.redis_server import EmbeddedRedis
+from service.local.redis_server import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

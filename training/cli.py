@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,12 +22,31 @@ from training.export_cli import export
 from training.tokenize_cli import tokenize
 from training.train_cli import train
 
+if TYPE_CHECKING:
+    from model.bundle import ArtifactBundle
+    from model.engine_config import EngineConfig
+    from model.recommender import Recommender
+
+    ServingEngine = Callable[[ArtifactBundle, EngineConfig], Recommender]
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.command("generate-data")(generate_data)
 app.command()(tokenize)
 app.command()(train)
 app.command()(export)
 app.command()(histories)
+
+# ``eval --engine vllm`` runs the serving engine, which the service side builds and training
+# may not import: the composition root (genrec_cli) hands its builder over. Without one
+# (benchmarks/gpu/offline_cli.py, the offline commands alone) only ``--engine hf`` runs.
+_serving_engine: ServingEngine | None = None
+
+
+def use_serving_engine(build: ServingEngine) -> None:
+    """Let ``eval --engine vllm`` build the serving engine as ``build(bundle, config)``."""
+    global _serving_engine
+    _serving_engine = build
+
 
 EvalK = Annotated[
     int,
@@ -106,6 +126,11 @@ def eval_command(
             "--device, --rows and --precision apply to --engine hf (vLLM places and batches itself)",
             param_hint="--engine",
         )
+    if engine == "vllm" and _serving_engine is None:
+        raise typer.BadParameter(
+            "the vllm engine is the service's: run eval through `genrec`, or use --engine hf",
+            param_hint="--engine",
+        )
     where = _eval_device(device) if engine == "hf" else None
     try:
         bundle = load_bundle(artifacts)
@@ -125,13 +150,15 @@ def eval_command(
             torch.backends.cuda.matmul.allow_tf32 = True
         if dtype == "bf16":  # fp32 weights, bf16 matmuls: what training's validation runs
             scope = torch.autocast(where, dtype=torch.bfloat16)
-        recommender = hf_recommender(bundle, beam_width=beam, max_batch=batch_size, device=where, rows=rows)
+        recommender: Recommender = hf_recommender(
+            bundle, beam_width=beam, max_batch=batch_size, device=where, rows=rows
+        )
         settings.update(device=where, rows=rows, precision=dtype, batch_size=batch_size)
     else:
         from model.engine_config import EngineConfig
-        from model.vllm_engine import VllmRecommender
 
-        recommender = VllmRecommender(bundle, EngineConfig(beam_width=beam, max_batch=batch_size))
+        assert _serving_engine is not None
+        recommender = _serving_engine(bundle, EngineConfig(beam_width=beam, max_batch=batch_size))
         settings.update(batch_size=batch_size)
     settings.update(beam=beam)
     with scope:

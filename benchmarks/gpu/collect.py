@@ -74,8 +74,8 @@ def write_ablation(runs: Path, summary: dict[str, object]) -> Path:
         base_config=str(summary.get("config_file")),
         tokenizer=f"index {summary['ablation_index']} (.gpu_data/tok/, as prepare.sh makes it)",
         commands=[
-            "bash benchmarks/gpu/run_call1.sh",
-            f"bash benchmarks/gpu/run_call2.sh ... -> {summary['command']}",
+            "bash benchmarks/gpu/check_device.sh",
+            f"bash benchmarks/gpu/train_and_evaluate.sh ... -> {summary['command']}",
         ],
     )
     path = runs / "ablation.json"

@@ -18,8 +18,8 @@ one index with the same time budget, and step 4 evaluates each on validation onl
 
 Whatever stops a step (a crash, a timeout), what exists by then is packed. Every step runs
 ``benchmarks/gpu/offline_cli.py`` (``genrec`` without the service side) in a subprocess with
-its own log. ``run_call2.sh`` calls this after installing the wheels and joining the model;
-for a CPU rehearsal see ``benchmarks/gpu/README.md``.
+its own log. ``train_and_evaluate.sh`` (device call 2) calls this after installing the wheels
+and joining the model; for a CPU rehearsal see ``benchmarks/gpu/README.md``.
 """
 
 from __future__ import annotations

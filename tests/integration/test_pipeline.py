@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 import genrec_cli
 from model.bundle import ArtifactBundle, load_bundle
 from model.recommender import Recommender
-from service.app import create_app
+from service.api.app import create_app
 from service.batch import recommend_to_jsonl
 from service.cache import RecommendationCache
-from service.cli import run_precompute
+from service.precompute.job import run_precompute
+from service.precompute.sources import Source
 from service.settings import Settings
 from training.data import InteractionData, load_lcrec, serving_histories
 
@@ -75,7 +76,7 @@ def settings(workdir: Path, redis_url: str) -> Settings:
 
 @pytest.fixture(scope="module")
 def engine(settings: Settings) -> Iterator[Recommender]:
-    from service.engine import load_recommender
+    from service.engine.connect import load_recommender
 
     recommender = load_recommender(settings)
     yield recommender
@@ -126,7 +127,7 @@ def test_vllm_matches_transformers_generate_beam_search(engine: Recommender, bun
     import torch
     from transformers import AutoModelForCausalLM
 
-    from model.hf_generate import TokenTrie, hf_generate_topk
+    from benchmarks.hf_generate import TokenTrie, hf_generate_topk
 
     model = AutoModelForCausalLM.from_pretrained(str(bundle.model_dir), dtype=torch.float32).eval()
     token_trie = TokenTrie.of_bundle(bundle)
@@ -184,7 +185,7 @@ def test_precompute_then_recommend_over_http(
     assert settings.redis_url is not None
     asyncio.run(_flush(settings.redis_url))
     users = list(serving_histories(dataset))[:20]
-    summary = run_precompute(settings, users, K, 8, recommender=engine, total=len(users))
+    summary = run_precompute(settings, Source(users, None, len(users)), K, 8, recommender=engine)
     assert summary.cached == len(users)
 
     with TestClient(create_app(settings, engine)) as client:
@@ -237,15 +238,15 @@ def test_api_precompute_and_engine_as_separate_services(
     and the API reaching it only through ENGINE_URL (each loading just the catalog)."""
     from live_server import live_server
 
-    from service.engine_server import create_engine_app
-    from service.redis_server import free_port
+    from service.engine.server import create_engine_app
+    from service.local.redis_server import free_port
 
     assert settings.redis_url is not None
     asyncio.run(_flush(settings.redis_url))
     users = list(serving_histories(dataset))[:12]
     with live_server(create_engine_app(settings, engine), free_port()) as engine_url:
         remote = settings.model_copy(update={"engine_url": engine_url})
-        summary = run_precompute(remote, users, K, 8, total=len(users))
+        summary = run_precompute(remote, Source(users, None, len(users)), K, 8)
         assert summary.cached == len(users)
         with TestClient(create_app(remote)) as client:
             assert client.get("/health/ready").json()["status"] == "ready"

@@ -79,3 +79,30 @@ def test_command_help_has_no_raw_markup_and_serve_lists_its_environment() -> Non
 
     assert "CORS_ORIGINS=[]" in environment_help()  # a factory default shows its value
     assert "Undefined" not in environment_help()
+
+
+def test_eval_builds_the_serving_engine_through_the_service_side() -> None:
+    """training may not import service: genrec hands eval the one builder of the vLLM engine."""
+    import training.cli
+    from service.engine.connect import serving_recommender
+
+    assert training.cli._serving_engine is serving_recommender
+
+
+def test_the_offline_commands_alone_refuse_eval_on_vllm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/gpu/offline_cli.py runs training.cli without the service side: --engine hf only."""
+    import training.cli
+
+    monkeypatch.setattr(training.cli, "_serving_engine", None)
+    args = ["eval", "--artifacts", str(tmp_path), "--data", str(tmp_path)]
+    result = CliRunner().invoke(training.cli.app, args)
+    assert result.exit_code == 2
+
+    def flat(text: str) -> str:  # without Rich's error frame and line breaks
+        return "".join(ch for ch in text if not ch.isspace() and ch not in "│╭╮╰╯─")
+
+    assert flat("--engine: the vllm engine is the service's: run eval through `genrec`") in flat(
+        result.output
+    )

@@ -13,8 +13,8 @@ import yaml
 from typer.core import TyperGroup
 
 import genrec_cli
-from service.app import create_app
-from service.engine_server import create_engine_app
+from service.api.app import create_app
+from service.engine.server import create_engine_app
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -21,6 +21,7 @@ from model.bundle import (
     Manifest,
     compute_hashes,
     load_bundle,
+    load_trie,
     read_manifest,
     sha256_file,
     tokenizer_hash,
@@ -83,6 +84,15 @@ def test_write_manifest_then_load_bundle_round_trip(bundle_dir: Path, catalog: C
     np.testing.assert_array_equal(bundle.trie.children, reference.children)
     np.testing.assert_array_equal(bundle.trie.leaf_item, reference.leaf_item)
     assert bundle.trie.num_levels == catalog.scheme.num_levels
+
+
+def test_load_trie_reads_the_trie_and_scheme_load_bundle_reads(bundle_dir: Path) -> None:
+    """What the vLLM engine process reads of a bundle its parent has already verified."""
+    bundle = load_bundle(bundle_dir)
+    scheme, trie = load_trie(bundle_dir)
+    assert scheme == bundle.catalog.scheme
+    np.testing.assert_array_equal(trie.children, bundle.trie.children)
+    np.testing.assert_array_equal(trie.child_node, bundle.trie.child_node)
 
 
 def test_load_bundle_accepts_a_string_path(bundle_dir: Path) -> None:

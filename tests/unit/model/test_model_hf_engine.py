@@ -10,15 +10,15 @@ import pytest
 import torch
 from model_test_helpers import make_catalog
 
+from benchmarks.hf_generate import TokenTrie, hf_generate_topk
 from model.bundle import CATALOG, MODEL_DIR, TRIE, ArtifactBundle, load_bundle, write_manifest
 from model.catalog import Catalog
 from model.hf_engine import HFChildScorer, hf_recommender
-from model.hf_generate import TokenTrie, hf_generate_topk
 from model.prompts import next_item_prompt
 from model.search import LiveRows
 from model.topk import ConstrainedRecommender, PromptSettings
 from model.trie import PAD, ROOT, CompiledTrie
-from model.trie_mask import sid_token_table
+from model.trie_mask import TrieMask, sid_token_table
 
 pytestmark = pytest.mark.slow
 
@@ -219,3 +219,16 @@ def test_rank_returns_candidate_subsets_sorted_with_their_search_scores(
         np.testing.assert_allclose([i.score for i in row], [truth[i.item_id] for i in row], atol=1e-5)
     with pytest.raises(ValueError, match=r"candidates not in the catalog: \['zzz'\]"):
         recommender.rank([(HISTORIES[0], ["i1", "zzz"])])
+
+
+def test_the_vllm_processor_reads_the_trie_through_the_bundle(bundle: ArtifactBundle) -> None:
+    """vLLM's engine process builds the trie mask from the bundle root, as load_bundle reads it."""
+    pytest.importorskip("vllm.v1.sample.logits_processor")
+    from model.vllm_processor import load_trie_mask
+
+    vocab_size = 512
+    mask = load_trie_mask(bundle.root, bundle.model_dir, vocab_size, torch.device("cpu"))
+    table = sid_token_table(bundle.model_dir, bundle.catalog.scheme)
+    expected = TrieMask(bundle.trie, table, vocab_size, torch.device("cpu"))
+    assert torch.equal(mask.children, expected.children)
+    assert torch.equal(mask.child_node, expected.child_node)

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import redis.asyncio as redis
-from service_fakes import MODEL_VERSION, HashRecommender, make_catalog, open_client
+from service_fakes import MODEL_VERSION, HashRecommender, make_catalog, open_client, run_locally
 
 from model.catalog import Catalog
-from service.app import create_app
+from service.api.app import create_app
+from service.api.recommend import RecommendService
 from service.cache import RecommendationCache
 from service.history import HistoryStore
-from service.recommend import RecommendService, local_engine
 from service.settings import Settings
 
 
@@ -46,7 +46,7 @@ def history(redis_client: redis.Redis) -> HistoryStore:
 def service(
     recommender: HashRecommender, cache: RecommendationCache, history: HistoryStore, settings: Settings
 ) -> RecommendService:
-    return RecommendService(local_engine(recommender, settings), cache, history, settings)
+    return RecommendService(run_locally(recommender, settings), cache, history, settings)
 
 
 @pytest.fixture

@@ -16,8 +16,11 @@ import httpx
 from fastapi import FastAPI
 
 from model.catalog import Catalog, CatalogItem
-from model.recommender import RankRequest, ScoredItem
+from model.recommender import RankRequest, Recommender, ScoredItem
 from model.semantic_id import SidScheme
+from service.engine.connect import engine_max_batch
+from service.engine.runner import LocalRecommender
+from service.settings import Settings
 
 NUM_ITEMS = 30
 MODEL_VERSION = "test-v1"
@@ -126,3 +129,8 @@ async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://genrec.test") as client,
     ):
         yield client
+
+
+def run_locally(recommender: Recommender, settings: Settings) -> LocalRecommender:
+    """``recommender`` run in process as the API runs it: its engine timeout and batch size."""
+    return LocalRecommender(recommender, settings.engine_timeout_s, engine_max_batch(settings))

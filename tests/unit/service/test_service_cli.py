@@ -1,4 +1,4 @@
-"""The CLI: histories JSONL parsing with located errors, run_precompute, the precompute command, settings."""
+"""The CLI: the precompute command (its input and settings errors, resume, --from-store), settings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aredis
 from pydantic import ValidationError
 from service_fakes import HashRecommender
@@ -16,8 +15,8 @@ from typer.testing import CliRunner
 
 from model.catalog import Catalog
 from model.recommender import ScoredItem
-from service.cache import decode_entry, topk_key
-from service.cli import HistoryFileError, app, read_histories, run_precompute
+from service.cache import topk_key
+from service.cli import app
 from service.history import HistoryStore
 from service.settings import Settings, get_settings
 
@@ -25,41 +24,6 @@ from service.settings import Settings, get_settings
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def test_read_histories_streams_users_and_skips_blank_lines(tmp_path: Path) -> None:
-    path = write_lines(
-        tmp_path / "h.jsonl",
-        [
-            json.dumps({"user_id": "u1", "history": ["i1", "i2"]}),
-            "",
-            json.dumps({"user_id": "u2", "history": []}),
-        ],
-    )
-    assert list(read_histories(path)) == [("u1", ["i1", "i2"]), ("u2", [])]
-
-
-@pytest.mark.parametrize(
-    ("bad_line", "reason"),
-    [
-        ("{not json", "malformed history line"),
-        (json.dumps({"user_id": "u3"}), "history: Field required"),
-        (json.dumps({"user_id": "", "history": []}), "user_id"),
-        (json.dumps({"user_id": "u3", "history": "i1"}), "history"),
-    ],
-)
-def test_malformed_line_names_file_and_line(tmp_path: Path, bad_line: str, reason: str) -> None:
-    good = json.dumps({"user_id": "u1", "history": ["i1"]})
-    path = write_lines(tmp_path / "h.jsonl", [good, "", bad_line, good])
-    with pytest.raises(HistoryFileError, match="malformed") as info:
-        list(read_histories(path))
-    assert f"{path}:3:" in str(info.value)
-    assert reason in str(info.value)
-
-
-def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(HistoryFileError, match="cannot read histories file"):
-        list(read_histories(tmp_path / "absent.jsonl"))
 
 
 def test_precompute_command_rejects_a_bad_file_before_loading_a_model(
@@ -77,26 +41,6 @@ def test_precompute_command_rejects_a_bad_file_before_loading_a_model(
     assert f"{path}:2:" in result.output
 
 
-def test_run_precompute_fills_redis(tmp_path: Path, redis_url: str, recommender: HashRecommender) -> None:
-    users = [("u1", ["i1", "i2"]), ("u2", ["i3"])]
-    settings = Settings(redis_url=redis_url, max_k=20, cache_ttl_s=60)
-    summary = run_precompute(settings, users, 5, 8, recommender=recommender)
-    assert (summary.users, summary.cached, summary.batches) == (2, 2, 1)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        raw = client.get(topk_key(recommender.model_version, "u1"))
-        assert raw is not None and len(decode_entry(raw).items) == 5
-    finally:
-        client.close()
-
-
-def test_run_precompute_needs_redis_url_and_valid_k(recommender: HashRecommender, redis_url: str) -> None:
-    with pytest.raises(RuntimeError, match="REDIS_URL is not set"):
-        run_precompute(Settings(redis_url=None), [], 5, 8, recommender=recommender)
-    with pytest.raises(ValueError, match=r"k must be between 1 and 30 \(MAX_K \+ CACHE_EXTRA"):
-        run_precompute(Settings(redis_url=redis_url), [], 31, 8, recommender=recommender)
-
-
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
     """Environment of a precompute command on the test Redis; ``load_recommender`` is swapped by each test."""
@@ -110,7 +54,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> 
 
 def serve_model(monkeypatch: pytest.MonkeyPatch, recommender: object) -> None:
     """The bundle the command loads: the in-test recommender (no model files in unit tests)."""
-    monkeypatch.setattr("service.engine.load_recommender", lambda settings: recommender)
+    monkeypatch.setattr("service.engine.connect.load_recommender", lambda settings: recommender)
 
 
 def no_model(settings: Settings) -> None:
@@ -166,7 +110,7 @@ def test_precompute_command_errors_name_the_problem_before_loading_a_model(
             cli_env.delenv(name, raising=False)
         else:
             cli_env.setenv(name, value)
-    cli_env.setattr("service.engine.load_recommender", no_model)
+    cli_env.setattr("service.engine.connect.load_recommender", no_model)
     cli_env.chdir(tmp_path)
     result = CliRunner().invoke(app, ["precompute", *args])
     assert result.exit_code == 2, result.output

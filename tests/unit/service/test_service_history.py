@@ -1,10 +1,11 @@
-"""HistoryStore against a real Redis: a LIST per user, oldest first."""
+"""HistoryStore against a real Redis: a LIST per user, oldest first; the model input of a history."""
 
 from __future__ import annotations
 
 import redis.asyncio as redis
 
-from service.history import HistoryStore, history_key
+from model.catalog import Catalog
+from service.history import HistoryStore, history_key, usable_history
 
 
 async def test_unknown_user_has_empty_history(history: HistoryStore) -> None:
@@ -40,3 +41,9 @@ async def test_max_len_trims_oldest(redis_client: redis.Redis) -> None:
     assert await store.get("u1", 10) == ["b", "c", "d"]
     await store.append("u1", ["e"])
     assert await store.get("u1", 10) == ["c", "d", "e"]
+
+
+def test_usable_history(catalog: Catalog) -> None:
+    assert usable_history(["x", "i1", "y", "i2", "i3"], catalog, 4) == (["i1", "i2", "i3"], 1)
+    assert usable_history(["i1", "x", "y"], catalog, 2) == ([], 2)
+    assert usable_history([], catalog, 4) == ([], 0)

@@ -4,7 +4,7 @@
 # train every variant at once, export, evaluate (HF engine), pack the reports into $OUT.
 # Options after the script name go to pipeline.py (--train-s, --deadline-s, --train-arg, ...).
 #
-#   bash benchmarks/gpu/run_call2.sh --train-s 150 --deadline-s 540
+#   bash benchmarks/gpu/train_and_evaluate.sh --train-s 150 --deadline-s 540
 STARTED=${STARTED:-$(date +%s)}
 set -uo pipefail
 cd "$(dirname "$0")/../.."

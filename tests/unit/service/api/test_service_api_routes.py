@@ -8,10 +8,10 @@ import httpx
 import pytest
 from service_fakes import HashRecommender, open_client
 
-from service.app import create_app
+from service.api.app import create_app
 from service.cache import RecommendationCache
 from service.history import HistoryStore
-from service.redis_server import EmbeddedRedis
+from service.local.redis_server import EmbeddedRedis
 from service.settings import Settings
 
 

@@ -1,7 +1,7 @@
-"""The engine service seen from the API (and precompute): an ``Engine`` over HTTP.
+"""The engine service seen from the API and precompute: ``RemoteRecommender``, over HTTP.
 
 The API process keeps only the bundle's catalog (titles, popularity, the ids events may name)
-and sends histories to the engine process (``service.engine_server``), which batches the
+and sends histories to the engine process (``service.engine.server``), which batches the
 requests of every API replica into its engine calls. The engine must serve the same model
 version as the catalog the API loaded: a mismatch is refused at start-up and on every answer,
 so the API never renders one model's items with another model's catalog.
@@ -16,14 +16,14 @@ import httpx
 
 from model.catalog import Catalog
 from model.recommender import RankRequest, ScoredItem
-from service.engine_protocol import (
+from service.engine.protocol import (
     ENGINE_API,
     EngineInfo,
+    EngineTimeout,
     RankBody,
     RankedLists,
     RecommendBody,
 )
-from service.engine_runner import EngineTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -35,25 +35,17 @@ class EngineUnavailable(RuntimeError):
     """The engine service could not be reached or did not answer properly."""
 
 
-class EngineClient:
-    """``Engine`` for the engine service at ``url``; requests time out after ``timeout_s``."""
+class RemoteRecommender:
+    """``AsyncRecommender`` for the engine service at ``url``; requests time out after ``timeout_s``."""
 
     def __init__(self, url: str, catalog: Catalog, model_version: str, timeout_s: float) -> None:
         self.url = url.rstrip("/")
-        self._catalog = catalog
-        self._model_version = model_version
+        self.catalog = catalog
+        self.model_version = model_version
         self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(
             base_url=self.url, timeout=timeout_s, limits=httpx.Limits(max_connections=256)
         )
-
-    @property
-    def model_version(self) -> str:
-        return self._model_version
-
-    @property
-    def catalog(self) -> Catalog:
-        return self._catalog
 
     async def info(self, timeout_s: float | None = None) -> EngineInfo:
         response = await self._call("GET", f"{ENGINE_API}/info", timeout_s=timeout_s)
@@ -66,11 +58,11 @@ class EngineClient:
             info = await self.info(timeout_s=min(STATUS_TIMEOUT_S, self.timeout_s))
         except (EngineUnavailable, EngineTimeout, ValueError) as exc:
             return f"error: {exc}"
-        if info.model_version != self._model_version:
-            return f"error: the engine serves {info.model_version!r}, this API {self._model_version!r}"
+        if info.model_version != self.model_version:
+            return f"error: the engine serves {info.model_version!r}, this API {self.model_version!r}"
         return "ok"
 
-    async def run(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+    async def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
         body = RecommendBody(histories=[list(h) for h in histories], k=k)
         return self._lists(await self._call("POST", f"{ENGINE_API}/recommend", body.model_dump_json()))
 
@@ -80,9 +72,9 @@ class EngineClient:
 
     def _lists(self, response: httpx.Response) -> list[list[ScoredItem]]:
         answer = RankedLists.model_validate_json(response.content)
-        if answer.model_version != self._model_version:
+        if answer.model_version != self.model_version:
             raise EngineUnavailable(
-                f"the engine serves {answer.model_version!r}, this API {self._model_version!r}"
+                f"the engine serves {answer.model_version!r}, this API {self.model_version!r}"
             )
         return [[ScoredItem(item_id, score) for item_id, score in row] for row in answer.lists]
 

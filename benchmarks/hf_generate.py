@@ -1,8 +1,9 @@
 """The textbook baseline: transformers ``generate(num_beams=K)`` with a trie ``prefix_allowed_tokens_fn``.
 
-genrec's engine does not use it. It is the independent check the engine is tested against
-(HF's own beam search, not our search core) and the speed baseline of
-``benchmarks/decode_speed.py``. The trie is walked in plain Python here on purpose: that is
+genrec's engine does not use it, so it lives here, not in ``model/``: it is the independent
+check the engine is tested against (HF's own beam search, not our search core;
+``tests/unit/model/test_model_hf_engine.py``, ``tests/integration/test_pipeline.py``) and the
+speed baseline of ``benchmarks/decode_speed.py``. The trie is walked in plain Python here on purpose: that is
 what the callback interface asks for.
 """
 

@@ -20,7 +20,7 @@ from types import TracebackType
 
 import redis
 
-from service.local_stack import dies_with_this_process
+from service.local.stack import dies_with_this_process
 
 logger = logging.getLogger(__name__)
 

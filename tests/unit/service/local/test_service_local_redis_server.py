@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.redis_server import EmbeddedRedis, RedisServerError, find_redis_binary, free_port
+from service.local.redis_server import EmbeddedRedis, RedisServerError, find_redis_binary, free_port
 
 
 def test_finds_a_binary() -> None:
@@ -53,7 +53,7 @@ async def test_a_data_directory_keeps_every_accepted_event_across_a_restart(tmp_
 
     from model.catalog import Catalog, CatalogItem
     from model.semantic_id import SidScheme
-    from service.app import create_app
+    from service.api.app import create_app
     from service.settings import Settings
 
     catalog = Catalog(SidScheme((8,)), [CatalogItem(f"i{n}", f"t{n}", (n,)) for n in range(8)])

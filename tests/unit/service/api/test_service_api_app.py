@@ -9,9 +9,9 @@ import httpx
 import pytest
 from service_fakes import HashRecommender, open_client
 
-from service.app import create_app
+from service.api.app import create_app
 from service.history import HistoryStore
-from service.redis_server import free_port
+from service.local.redis_server import free_port
 from service.settings import Settings
 
 

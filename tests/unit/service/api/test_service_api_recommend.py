@@ -6,14 +6,14 @@ import asyncio
 
 import pytest
 import redis.asyncio as redis
-from service_fakes import HashRecommender
+from service_fakes import HashRecommender, run_locally
 
 from model.catalog import Catalog
+from service.api.recommend import Event, InvalidRequest, RecommendService
+from service.api.render import RecommendResult
 from service.cache import RecommendationCache
-from service.engine_runner import EngineTimeout, ModelRunner
+from service.engine.protocol import EngineTimeout
 from service.history import HistoryStore
-from service.recommend import Event, InvalidRequest, RecommendService, local_engine, usable_history
-from service.render import RecommendResult
 from service.settings import Settings
 
 
@@ -101,12 +101,6 @@ async def test_k_outside_1_to_max_k_is_rejected(service: RecommendService, k: in
         await service.recommend("u1", k)
 
 
-def test_usable_history(catalog: Catalog) -> None:
-    assert usable_history(["x", "i1", "y", "i2", "i3"], catalog, 4) == (["i1", "i2", "i3"], 1)
-    assert usable_history(["i1", "x", "y"], catalog, 2) == ([], 2)
-    assert usable_history([], catalog, 4) == ([], 0)
-
-
 async def test_slow_model_times_out(
     catalog: Catalog,
     cache: RecommendationCache,
@@ -116,7 +110,7 @@ async def test_slow_model_times_out(
 ) -> None:
     slow = HashRecommender(catalog, delay_s=0.5)
     settings = Settings(redis_url=redis_url, engine_timeout_s=0.1)
-    service = RecommendService(local_engine(slow, settings), cache, history, settings)
+    service = RecommendService(run_locally(slow, settings), cache, history, settings)
     await history.set_many({"u1": ["i1"]})
     result = await service.recommend("u1", 5)
     assert result.source == "fallback"
@@ -125,55 +119,7 @@ async def test_slow_model_times_out(
     assert len(result.items) == 5
     assert await cache.get("u1") is None
     with pytest.raises(EngineTimeout, match="did not answer within"):
-        await service.engine.run([["i1"]], 5)
-
-
-async def test_concurrent_misses_are_batched_and_never_overlap(
-    catalog: Catalog, cache: RecommendationCache, history: HistoryStore, settings: Settings
-) -> None:
-    slowish = HashRecommender(catalog, delay_s=0.05)  # raises if two threads overlap
-    runner = ModelRunner(slowish, timeout_s=5.0, max_batch=4)
-    sizes: list[int] = []
-    runner.on_batch = sizes.append
-    service = RecommendService(runner, cache, history, settings)
-    await history.set_many({f"u{n}": [f"i{n}"] for n in range(9)})
-    results = await asyncio.gather(*(service.recommend(f"u{n}", 5, exclude_seen=False) for n in range(9)))
-    assert {r.source for r in results} == {"model"}
-    for n, result in enumerate(results):  # each user got the list of their own history
-        expected = [s.item_id for s in slowish.top_k([f"i{n}"], settings.max_k)[:5]]
-        assert [i.item_id for i in result.items] == expected
-    assert sum(sizes) == 9 and max(sizes) <= 4
-    assert len(slowish.calls) < 9  # misses that waited went in together
-
-
-async def test_concurrent_misses_of_one_user_are_one_generation(
-    catalog: Catalog, cache: RecommendationCache, history: HistoryStore, settings: Settings
-) -> None:
-    slowish = HashRecommender(catalog, delay_s=0.05)
-    service = RecommendService(ModelRunner(slowish, timeout_s=5.0), cache, history, settings)
-    await history.set_many({"u1": ["i3"]})
-    results = await asyncio.gather(*(service.recommend("u1", 5) for _ in range(6)))
-    assert len({tuple(i.item_id for i in r.items) for r in results}) == 1
-    assert slowish.calls == [[["i3"]]]
-
-
-async def test_an_engine_failure_reaches_every_waiter_and_the_next_call_works(
-    catalog: Catalog, cache: RecommendationCache, history: HistoryStore, settings: Settings
-) -> None:
-    class Flaky(HashRecommender):
-        fail = True
-
-        def recommend(self, histories, k):  # type: ignore[no-untyped-def]
-            if self.fail:
-                self.fail = False
-                raise RuntimeError("engine crashed")
-            return super().recommend(histories, k)
-
-    flaky = Flaky(catalog)
-    runner = ModelRunner(flaky, timeout_s=5.0)
-    with pytest.raises(RuntimeError, match="engine crashed"):
-        await runner.run([["i1"], ["i2"]], 5)
-    assert len(await runner.run([["i1"]], 5)) == 1
+        await service.recommender.recommend([["i1"]], 5)
 
 
 def test_cache_of_another_model_version_is_refused(
@@ -181,7 +127,7 @@ def test_cache_of_another_model_version_is_refused(
 ) -> None:
     other = RecommendationCache(redis_client, "other-version", ttl_s=60)
     with pytest.raises(ValueError, match="other-version"):
-        RecommendService(local_engine(recommender, settings), other, history, settings)
+        RecommendService(run_locally(recommender, settings), other, history, settings)
 
 
 async def test_a_hit_excludes_seen_items_from_the_entry_alone(
@@ -218,7 +164,7 @@ async def test_model_down_serves_the_stale_list_then_the_fallback(
             return super().recommend(histories, k)
 
     broken = Broken(catalog)
-    service = RecommendService(local_engine(broken, settings), cache, history, settings)
+    service = RecommendService(run_locally(broken, settings), cache, history, settings)
     await history.set_many({"u1": ["i1"], "u2": ["i2"]})
     before = await service.recommend("u1", 5)
     entry = await cache.get("u1")
@@ -239,7 +185,7 @@ async def test_an_event_during_a_miss_is_not_undone_by_its_list(
     catalog: Catalog, cache: RecommendationCache, history: HistoryStore, settings: Settings
 ) -> None:
     slow = HashRecommender(catalog, delay_s=0.3)
-    service = RecommendService(local_engine(slow, settings), cache, history, settings)
+    service = RecommendService(run_locally(slow, settings), cache, history, settings)
     await history.set_many({"u1": ["i1"]})
     miss = asyncio.create_task(service.recommend("u1", 5))
     await asyncio.sleep(0.1)  # the model is running on history ["i1"]

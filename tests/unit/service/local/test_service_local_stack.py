@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from service.local_stack import Listen, ServiceFailed, check_port_free, service_process
-from service.redis_server import free_port
+from service.local.redis_server import free_port
+from service.local.stack import Listen, ServiceFailed, check_port_free, service_process
 
 # A health endpoint answering with its own pid, as the API and the engine do.
 OWN_PID_SERVER = """
@@ -93,7 +93,7 @@ def test_our_own_process_becomes_ready() -> None:
 # A demo parent: one service under the supervisor, its pid on stdout, then wait to be signalled.
 SUPERVISOR = """
 import sys, time
-from service.local_stack import service_process, sigterm_stops_the_stack
+from service.local.stack import service_process, sigterm_stops_the_stack
 server, port = sys.argv[1], int(sys.argv[2])
 with sigterm_stops_the_stack():
     argv = [sys.executable, "-c", server, str(port)]
@@ -118,7 +118,7 @@ def test_no_service_outlives_a_signalled_demo_parent(sig: signal.Signals) -> Non
     parent = subprocess.Popen(
         [sys.executable, "-c", SUPERVISOR, OWN_PID_SERVER, str(free_port())],
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).parents[3],
+        cwd=Path(__file__).parents[4],
     )
     try:
         assert parent.stdout is not None

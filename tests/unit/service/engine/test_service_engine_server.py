@@ -1,5 +1,5 @@
 """The engine as its own service: the engine app over real HTTP, the API talking to it through
-EngineClient, and the API's behaviour while the engine process is down and after it returns."""
+RemoteRecommender, and the API's behaviour while the engine process is down and after it returns."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from live_server import live_server
 from service_fakes import MODEL_VERSION, HashRecommender, open_client
 
 from model.catalog import Catalog
-from service.app import create_app
+from service.api.app import create_app
 from service.cache import RecommendationCache
-from service.engine_client import EngineClient, EngineUnavailable
-from service.engine_server import create_engine_app
+from service.engine.client import EngineUnavailable, RemoteRecommender
+from service.engine.server import create_engine_app
 from service.history import HistoryStore
-from service.precompute import precompute
-from service.redis_server import free_port
+from service.local.redis_server import free_port
+from service.precompute.job import precompute
+from service.precompute.sources import Source
 from service.settings import Settings
 
 
@@ -34,12 +35,12 @@ async def test_engine_service_answers_recommend_rank_and_info(
 ) -> None:
     model = HashRecommender(catalog, delay_s=0.05)
     with live_server(create_engine_app(engine_settings, model), free_port()) as url:
-        client = EngineClient(url, catalog, MODEL_VERSION, timeout_s=10)
+        client = RemoteRecommender(url, catalog, MODEL_VERSION, timeout_s=10)
         try:
             info = await client.info()
             assert (info.model_version, info.catalog_items, info.max_batch) == (MODEL_VERSION, 30, 8)
             assert await client.status() == "ok"
-            lists = await asyncio.gather(*(client.run([[f"i{n}"]], 5) for n in range(6)))
+            lists = await asyncio.gather(*(client.recommend([[f"i{n}"]], 5) for n in range(6)))
             for n, [top] in enumerate(lists):
                 assert top == model.top_k([f"i{n}"], 5)
             assert len(model.calls) < 6  # concurrent HTTP requests shared engine calls
@@ -67,11 +68,11 @@ async def test_a_client_refuses_an_engine_of_another_model_version(
     with live_server(
         create_engine_app(engine_settings, HashRecommender(catalog, "v-other")), free_port()
     ) as url:
-        client = EngineClient(url, catalog, MODEL_VERSION, timeout_s=10)
+        client = RemoteRecommender(url, catalog, MODEL_VERSION, timeout_s=10)
         try:
             assert "v-other" in await client.status()
             with pytest.raises(EngineUnavailable, match="v-other"):
-                await client.run([["i1"]], 5)
+                await client.recommend([["i1"]], 5)
         finally:
             await client.aclose()
 
@@ -89,8 +90,8 @@ async def test_api_on_the_engine_service_survives_the_engine_going_down_and_reco
     )
     model = HashRecommender(catalog)
     await history.set_many({"cached": ["i1"], "evented": ["i2"], "cold": ["i3"]})
-    client = EngineClient(engine_url, catalog, MODEL_VERSION, timeout_s=settings.engine_timeout_s)
-    async with open_client(create_app(settings, engine=client)) as api:
+    client = RemoteRecommender(engine_url, catalog, MODEL_VERSION, timeout_s=settings.engine_timeout_s)
+    async with open_client(create_app(settings, client)) as api:
         with live_server(create_engine_app(engine_settings, model), port):
             for user in ("cached", "evented"):
                 assert (await api.get("/v1/recommend", params={"user_id": user})).json()["source"] == "model"
@@ -129,10 +130,8 @@ async def test_a_hung_engine_costs_a_request_at_most_the_timeout(
     settings = Settings(redis_url=redis_url, max_k=20, history_len=5, engine_timeout_s=0.5)
     slow = HashRecommender(catalog, delay_s=3.0)
     with live_server(create_engine_app(engine_settings, slow), free_port()) as url:
-        client = EngineClient(url, catalog, MODEL_VERSION, timeout_s=settings.engine_timeout_s)
-        async with open_client(
-            create_app(settings.model_copy(update={"engine_url": url}), engine=client)
-        ) as api:
+        client = RemoteRecommender(url, catalog, MODEL_VERSION, timeout_s=settings.engine_timeout_s)
+        async with open_client(create_app(settings.model_copy(update={"engine_url": url}), client)) as api:
             await history.set_many({"u1": ["i1"]})
             started = time.monotonic()
             body = (await api.get("/v1/recommend", params={"user_id": "u1", "k": 3})).json()
@@ -148,9 +147,11 @@ async def test_precompute_through_the_engine_service(
     users = [(f"u{n}", [f"i{n % 30}", f"i{(n + 1) % 30}"]) for n in range(40)]
     cache = RecommendationCache(redis_client, MODEL_VERSION, ttl_s=600)
     with live_server(create_engine_app(engine_settings, model), free_port()) as url:
-        client = EngineClient(url, catalog, MODEL_VERSION, timeout_s=10)
+        client = RemoteRecommender(url, catalog, MODEL_VERSION, timeout_s=10)
         try:
-            summary = await precompute(client, users, cache, history, k=10, batch_size=16, history_len=5)
+            summary = await precompute(
+                client, Source(users, None), cache, history, k=10, batch_size=16, history_len=5
+            )
         finally:
             await client.aclose()
     assert (summary.users, summary.cached) == (40, 40)
@@ -165,13 +166,13 @@ async def test_a_silent_engine_fails_status_fast_and_calls_at_the_timeout(catalo
     STATUS_TIMEOUT_S, however long ENGINE_TIMEOUT_S is; a request waits ENGINE_TIMEOUT_S."""
     import socket
 
-    from service.engine_client import STATUS_TIMEOUT_S
-    from service.engine_runner import EngineTimeout
+    from service.engine.client import STATUS_TIMEOUT_S
+    from service.engine.protocol import EngineTimeout
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
-    client = EngineClient(
+    client = RemoteRecommender(
         f"http://127.0.0.1:{listener.getsockname()[1]}", catalog, MODEL_VERSION, timeout_s=30
     )
     try:
@@ -181,7 +182,7 @@ async def test_a_silent_engine_fails_status_fast_and_calls_at_the_timeout(catalo
         client.timeout_s = 0.5
         started = time.monotonic()
         with pytest.raises(EngineTimeout, match=r"within 0\.5s"):
-            await client.run([["i1"]], 5)
+            await client.recommend([["i1"]], 5)
         assert time.monotonic() - started < 2
     finally:
         await client.aclose()

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from service_fakes import HashRecommender, make_catalog
 from starlette.testclient import TestClient
 
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 
 schemathesis = pytest.importorskip("schemathesis")

@@ -1,8 +1,7 @@
-"""The engine as the service sees it: ``Engine``, and the in-process one, ``ModelRunner``.
+"""A ``Recommender`` in this process as an ``AsyncRecommender``: ``LocalRecommender``.
 
-The recommend logic talks to an ``Engine``: either a ``ModelRunner`` around a recommender in
-this process (``genrec serve`` without ``ENGINE_URL``, the engine service itself, precompute)
-or an ``EngineClient`` for the engine service over HTTP (``service.engine_client``).
+Used by ``genrec serve`` without ENGINE_URL, by the engine service itself and by precompute;
+the other ``AsyncRecommender`` is ``service.engine.client.RemoteRecommender``.
 """
 
 from __future__ import annotations
@@ -11,45 +10,30 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from model.catalog import Catalog
 from model.recommender import RankRequest, Recommender, ScoredItem
+from service.engine.protocol import AsyncRecommender, EngineTimeout
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class EngineTimeout(RuntimeError):
-    """The model did not answer within ``engine_timeout_s``."""
+def as_async(
+    recommender: Recommender | AsyncRecommender, timeout_s: float | None, max_batch: int
+) -> AsyncRecommender:
+    """``recommender`` itself if it is async, else a ``LocalRecommender`` running it."""
+    if isinstance(recommender, AsyncRecommender):
+        return recommender
+    return LocalRecommender(recommender, timeout_s, max_batch)
 
 
-@runtime_checkable
-class Engine(Protocol):
-    """Async top-K and ranking over one catalog and model version."""
-
-    @property
-    def model_version(self) -> str: ...
-
-    @property
-    def catalog(self) -> Catalog: ...
-
-    async def run(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]: ...
-
-    async def rank(self, requests: Sequence[RankRequest]) -> list[list[ScoredItem]]: ...
-
-    async def status(self) -> str:
-        """ "ok", or why the engine cannot answer now."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-class ModelRunner:
+class LocalRecommender:
     """Runs the blocking, non-thread-safe recommender off the event loop, one engine call at a time,
     micro-batching concurrent requests and coalescing identical ones.
 
@@ -90,7 +74,7 @@ class ModelRunner:
     async def aclose(self) -> None:
         """Nothing to release: whoever built the recommender stops it."""
 
-    async def run(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
+    async def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
         """``recommender.recommend(histories, k)``, batched with whatever else is waiting."""
         loop = asyncio.get_running_loop()
         futures = []

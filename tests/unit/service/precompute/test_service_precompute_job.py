@@ -1,4 +1,5 @@
-"""The precompute job on a real Redis: batches, resume from the checkpoint, only-stale, the store.
+"""The precompute job on a real Redis: batches, resume from the checkpoint, only-stale, the store,
+and ``run_precompute`` from the settings.
 
 The engine is the in-test HashRecommender (deterministic per history); a subclass fails or
 blocks on a chosen call to stand in for an engine error or a Ctrl-C mid-run.
@@ -10,6 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import redis
@@ -18,18 +20,12 @@ from service_fakes import HashRecommender, open_client
 
 from model.catalog import Catalog
 from model.recommender import ScoredItem
-from service.app import create_app
-from service.cache import CachedList, RecommendationCache
-from service.history import HistoryStore, history_key
-from service.precompute import (
-    CHECKPOINT_KEY,
-    PrecomputeFailed,
-    PrecomputeSummary,
-    StoredUsers,
-    job_fingerprint,
-    precompute,
-)
-from service.recommend import usable_history
+from service.api.app import create_app
+from service.cache import CachedList, RecommendationCache, decode_entry, topk_key
+from service.history import HistoryStore, history_key, usable_history
+from service.precompute.checkpoint import CHECKPOINT_KEY, job_fingerprint
+from service.precompute.job import PrecomputeFailed, PrecomputeSummary, precompute, run_precompute
+from service.precompute.sources import STORE_JOB, Source
 from service.settings import Settings
 
 JOB = "histories:/data/h.jsonl:1234:5678"
@@ -100,7 +96,7 @@ async def exec_calls(client: aredis.Redis) -> int:
 
 async def run(
     recommender: HashRecommender,
-    users: list[tuple[str, list[str]]] | StoredUsers,
+    users: list[tuple[str, list[str]]] | Source,
     cache: RecommendationCache,
     history: HistoryStore,
     *,
@@ -110,15 +106,15 @@ async def run(
     restart: bool = False,
     only_stale: bool = False,
 ) -> PrecomputeSummary:
+    source = users if isinstance(users, Source) else Source(iter(users), job)
     return await precompute(
         recommender,
-        users if isinstance(users, StoredUsers) else iter(users),
+        source,
         cache,
         history,
         k=k,
         batch_size=batch_size,
         history_len=5,
-        job=job,
         restart=restart,
         only_stale=only_stale,
     )
@@ -180,7 +176,7 @@ async def test_resume_after_an_engine_failure_redoes_nothing_and_skips_no_one(
     assert [await cache.get(u) is not None for u, _ in users] == [True] * 20 + [False] * 30
 
     healthy = HashRecommender(catalog)
-    with caplog.at_level(logging.INFO, logger="service.precompute"):
+    with caplog.at_level(logging.INFO, logger="service.precompute.job"):
         summary = await run(healthy, users, cache, history)
     assert "resuming after 20 users" in caplog.text
     assert engine_saw(healthy) == [items for _, items in users[20:]]  # only the remaining users
@@ -270,7 +266,7 @@ async def test_from_store_covers_every_stored_user_over_many_scan_pages(
     await redis_client.set("genrec:other-v0:topk:zz", "[]")  # not a history: never scanned in
     scans = (await redis_client.info("commandstats")).get("cmdstat_scan", {}).get("calls", 0)
 
-    summary = await run(recommender, StoredUsers(), cache, history, batch_size=16)
+    summary = await run(recommender, Source.from_store(), cache, history, batch_size=16)
     assert (await redis_client.info("commandstats"))["cmdstat_scan"]["calls"] - scans > 1
     assert summary.batches > 1
     assert summary.cached >= 150  # SCAN may return a key twice, never misses one
@@ -279,7 +275,7 @@ async def test_from_store_covers_every_stored_user_over_many_scan_pages(
     for user_id, items in users:
         assert await cache.get(user_id) == expected_entry(recommender, items, 20, 5)
     assert await history.get_all("a7") == dict(users)["a7"]  # the store is read, not rewritten
-    assert not await redis_client.exists(checkpoint_key(job=StoredUsers().job))
+    assert not await redis_client.exists(checkpoint_key(job=STORE_JOB))
 
 
 async def test_from_store_resumes_from_the_scan_cursor(
@@ -288,13 +284,13 @@ async def test_from_store_resumes_from_the_scan_cursor(
     users = make_users(50, prefix="a") + make_users(50, prefix="b")
     await history.set_many(dict(users))
     with pytest.raises(PrecomputeFailed) as info:
-        await run(FailingRecommender(catalog, fail_on=3), StoredUsers(), cache, history, batch_size=16)
+        await run(FailingRecommender(catalog, fail_on=3), Source.from_store(), cache, history, batch_size=16)
     done = info.value.users_done  # whole SCAN pages: 16 to 31 users per batch
     cached_first = sum([await cache.get(u) is not None for u, _ in users])
     assert 16 <= cached_first <= done < len(users)  # done may count a key SCAN returned twice
 
     healthy = HashRecommender(catalog)
-    summary = await run(healthy, StoredUsers(), cache, history, batch_size=16)
+    summary = await run(healthy, Source.from_store(), cache, history, batch_size=16)
     assert summary.resumed == done
     assert len(engine_saw(healthy)) < len(users)  # the first run's batches are not redone
     for user_id, items in users:
@@ -308,7 +304,7 @@ async def test_from_store_does_not_write_over_a_history_that_changed_meanwhile(
     users = make_users(8)
     await history.set_many(dict(users))
     changing = HistoryChangingRecommender(catalog, redis_url, "u3")
-    summary = await run(changing, StoredUsers(), cache, history, batch_size=64)
+    summary = await run(changing, Source.from_store(), cache, history, batch_size=64)
     assert (summary.users, summary.cached, summary.changed) == (8, 7, 1)
     assert await cache.get("u3") is None
     assert await cache.get("u4") is not None
@@ -377,3 +373,23 @@ async def test_precomputed_lists_are_served_from_cache_and_match_on_demand(
         fresh = (await http.get("/v1/recommend", params={"user_id": "u7", "exclude_seen": "false"})).json()
     assert fresh["source"] == "model"
     assert [i["item_id"] for i in fresh["items"]] == [i["item_id"] for i in cached["items"]]
+
+
+def test_run_precompute_fills_redis(tmp_path: Path, redis_url: str, recommender: HashRecommender) -> None:
+    users = [("u1", ["i1", "i2"]), ("u2", ["i3"])]
+    settings = Settings(redis_url=redis_url, max_k=20, cache_ttl_s=60)
+    summary = run_precompute(settings, Source(users, None), 5, 8, recommender=recommender)
+    assert (summary.users, summary.cached, summary.batches) == (2, 2, 1)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw = client.get(topk_key(recommender.model_version, "u1"))
+        assert raw is not None and len(decode_entry(raw).items) == 5
+    finally:
+        client.close()
+
+
+def test_run_precompute_needs_redis_url_and_valid_k(recommender: HashRecommender, redis_url: str) -> None:
+    with pytest.raises(RuntimeError, match="REDIS_URL is not set"):
+        run_precompute(Settings(redis_url=None), Source([], None), 5, 8, recommender=recommender)
+    with pytest.raises(ValueError, match=r"k must be between 1 and 30 \(MAX_K \+ CACHE_EXTRA"):
+        run_precompute(Settings(redis_url=redis_url), Source([], None), 31, 8, recommender=recommender)

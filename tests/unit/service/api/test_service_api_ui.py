@@ -16,8 +16,8 @@ import redis
 from live_server import live_server
 from service_fakes import HashRecommender
 
-from service.app import create_app
-from service.redis_server import free_port
+from service.api.app import create_app
+from service.local.redis_server import free_port
 from service.settings import Settings
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from model.catalog import Catalog, category_path
-from model.recommender import Recommender, ScoredItem
+from model.recommender import ScoredItem
+from service.api.render import Recommendation, ResultRenderer, Source
 from service.cache import CachedList, RecommendationCache
-from service.engine_runner import Engine, ModelRunner
-from service.history import HistoryStore, history_key, parse_items, times_key
-from service.render import Recommendation, ResultRenderer, Source
+from service.engine.protocol import AsyncRecommender
+from service.history import HistoryStore, history_key, parse_items, times_key, usable_history
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -77,24 +77,6 @@ MODEL_DOWN = "model unavailable"
 MODEL_DOWN_STALE = "model unavailable; serving the list cached before the latest events"
 
 
-def usable_history(history: Sequence[str], catalog: Catalog, history_len: int) -> tuple[list[str], int]:
-    """The last ``history_len`` items of ``history`` minus ids the catalog does not know.
-
-    Returns the model input and how many ids were dropped. Precompute and on-demand requests
-    share this, so both paths feed the model the same input for the same stored history.
-    """
-    recent = list(history)[-history_len:] if history_len > 0 else []
-    known = [item_id for item_id in recent if item_id in catalog]
-    return known, len(recent) - len(known)
-
-
-def local_engine(recommender: Recommender, settings: Settings) -> ModelRunner:
-    """An in-process engine for ``recommender`` with the service's timeout and batch size."""
-    return ModelRunner(
-        recommender, settings.engine_timeout_s, max_batch=settings.engine_config().max_batch or 1
-    )
-
-
 def _unseen(items: Sequence[ScoredItem], seen: Set[str]) -> list[ScoredItem]:
     return [item for item in items if item.item_id not in seen] if seen else list(items)
 
@@ -107,20 +89,24 @@ class RecommendService:
     """Answers "top-k items for this user" from the cache, the model, or the popularity fallback."""
 
     def __init__(
-        self, engine: Engine, cache: RecommendationCache, history: HistoryStore, settings: Settings
+        self,
+        recommender: AsyncRecommender,
+        cache: RecommendationCache,
+        history: HistoryStore,
+        settings: Settings,
     ) -> None:
-        if cache.model_version != engine.model_version:
-            raise ValueError(f"cache is for {cache.model_version!r}, model is {engine.model_version!r}")
-        self.engine = engine
-        self.catalog = engine.catalog
+        if cache.model_version != recommender.model_version:
+            raise ValueError(f"cache is for {cache.model_version!r}, model is {recommender.model_version!r}")
+        self.recommender = recommender
+        self.catalog = recommender.catalog
         self.cache = cache
         self.history = history
         self.settings = settings
-        self.renderer = ResultRenderer(self.catalog, engine.model_version)
+        self.renderer = ResultRenderer(self.catalog, recommender.model_version)
 
     @property
     def model_version(self) -> str:
-        return self.engine.model_version
+        return self.recommender.model_version
 
     def check_k(self, k: int) -> None:
         if not 1 <= k <= self.settings.max_k:
@@ -181,7 +167,7 @@ class RecommendService:
         if not known:
             return self._popular(user_id, k, seen, category)
         try:
-            [top] = await self.engine.run([known], self.settings.list_len)
+            [top] = await self.recommender.recommend([known], self.settings.list_len)
         except Exception as exc:  # a timeout, a failed or unreachable engine: answer anyway
             logger.error("model unavailable for user %s: %s", user_id, exc)
             if stale is not None:
@@ -229,7 +215,7 @@ class RecommendService:
         if not known:
             return Recommendation(user_id, "fallback", popular)
         try:
-            [ranked] = await self.engine.rank([(known, distinct)])
+            [ranked] = await self.recommender.rank([(known, distinct)])
         except Exception as exc:
             logger.error("model unavailable to rank for user %s: %s", user_id, exc)
             return Recommendation(user_id, "fallback", popular, degraded=MODEL_DOWN)
@@ -267,7 +253,7 @@ class RecommendService:
         if cached is not None:
             return Recommendation(item_id, "cache", cached.visible(True)[:k])
         try:
-            [top] = await self.engine.run([[item_id]], self.settings.list_len)
+            [top] = await self.recommender.recommend([[item_id]], self.settings.list_len)
         except Exception as exc:
             logger.error("model unavailable for items like %s: %s", item_id, exc)
             return self._popular(item_id, k, {item_id}, degraded=MODEL_DOWN)

@@ -1,0 +1,176 @@
+"""A precompute job's state in Redis: the resume checkpoint, and the round trips of a batch.
+
+A run over millions of users takes hours, so it is resumable: a checkpoint in Redis
+(``genrec:<model_version>:precompute:<job fingerprint>``) is advanced in the SAME transaction
+as each batch's lists (``BatchWriter``), so after a crash, Ctrl-C or engine error the
+checkpoint never claims a user whose list is not written, nor lags behind by more than the
+batch in flight. Running the same job again (same input, k and history length) continues from
+there; a finished run deletes its checkpoint, so the next run starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from service.cache import CachedList, RecommendationCache
+from service.history import HistoryStore, as_text, history_key, parse_items
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "genrec:{model_version}:precompute:{fingerprint}"
+# A store user whose history keeps changing under us is left to the on-demand path after this.
+MAX_WATCH_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a job stands: ``position`` is the input offset (iterables) or SCAN cursor (store)."""
+
+    position: str
+    users_done: int
+
+
+def job_fingerprint(job: str, k: int, history_len: int) -> str:
+    """Short digest of what makes two runs the same job: the input and what goes into each list."""
+    payload = json.dumps({"job": job, "k": k, "history_len": history_len}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class Checkpoint:
+    """A job's progress in Redis, one hash per (model version, job fingerprint).
+
+    Its TTL is set once, with the first batch, to the cache TTL: the checkpoint vouches that the
+    users before it are cached, which stops being true when the first batch's lists expire.
+    """
+
+    def __init__(
+        self, client: redis.Redis, model_version: str, job: str, *, k: int, history_len: int, ttl_s: int
+    ) -> None:
+        self._client = client
+        self.job = job
+        self.key = CHECKPOINT_KEY.format(
+            model_version=model_version, fingerprint=job_fingerprint(job, k, history_len)
+        )
+        self._ttl_s = ttl_s
+        self._k = k
+
+    async def load(self) -> Progress | None:
+        raw = await self._client.hgetall(self.key)
+        if not raw:
+            return None
+        fields = {as_text(name): as_text(value) for name, value in raw.items()}
+        return Progress(position=fields["position"], users_done=int(fields["users_done"]))
+
+    def queue_advance(self, pipe: Pipeline, progress: Progress, *, first: bool) -> None:
+        """Queue the new progress into the batch's transaction (so it lands with the lists or not at all)."""
+        pipe.hset(
+            self.key,
+            mapping={
+                "position": progress.position,
+                "users_done": progress.users_done,
+                "job": self.job,
+                "k": self._k,
+                "updated_at": int(time.time()),
+            },
+        )
+        if first:
+            pipe.expire(self.key, self._ttl_s)
+
+    async def clear(self) -> None:
+        await self._client.delete(self.key)
+
+
+async def fresh_users(cache: RecommendationCache, user_ids: Sequence[str]) -> set[str]:
+    """The users that already have a list for this model version: one pipelined EXISTS round trip."""
+    if not user_ids:
+        return set()
+    async with cache.client.pipeline(transaction=False) as pipe:
+        for user_id in user_ids:
+            pipe.exists(cache.key(user_id))
+        found = await pipe.execute()
+    return {user_id for user_id, exists in zip(user_ids, found, strict=True) if exists}
+
+
+async def read_stored_histories(
+    client: redis.Redis, history: HistoryStore, user_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """The users' whole stored histories in one pipelined round trip: the model sees the
+    recent window, the cache entry marks every item the user already has."""
+    if not user_ids:
+        return {}
+    async with client.pipeline(transaction=False) as pipe:
+        for user_id in user_ids:
+            history.queue_get(pipe, user_id, None)
+        replies = await pipe.execute()
+    return {user_id: parse_items(reply) for user_id, reply in zip(user_ids, replies, strict=True)}
+
+
+class BatchWriter:
+    """Writes a batch's cache entries and advances the checkpoint in one MULTI/EXEC."""
+
+    def __init__(
+        self,
+        cache: RecommendationCache,
+        history: HistoryStore,
+        checkpoint: Checkpoint | None,
+        *,
+        resumed: bool,
+    ) -> None:
+        self._cache = cache
+        self._history = history
+        self._checkpoint = checkpoint
+        self._first = not resumed  # the first write of a fresh checkpoint sets its TTL
+
+    async def write(
+        self,
+        entries: dict[str, CachedList],
+        progress: Progress,
+        computed_from: Mapping[str, list[str]] | None,
+    ) -> dict[str, CachedList]:
+        """Write ``entries`` (and the checkpoint); returns the entries actually written.
+
+        With ``computed_from`` (store users), an entry is written only if the user's history is
+        still the one it was computed from (WATCH, re-read, compare, EXEC): a live
+        ``POST /events`` may have appended to it and invalidated the cached list meanwhile,
+        and writing the old list back would serve it until it expires.
+        """
+        if not entries and self._checkpoint is None:
+            return {}
+        async with self._cache.client.pipeline(transaction=True) as pipe:
+            for _ in range(MAX_WATCH_ATTEMPTS):
+                try:
+                    if computed_from is not None and entries:
+                        await pipe.watch(*(history_key(user_id) for user_id in entries))
+                        entries = await self._unchanged(entries, computed_from)
+                    await self._commit(pipe, entries, progress)
+                    return entries
+                except WatchError:
+                    continue
+            logger.warning("histories of %d users kept changing: left to the on-demand path", len(entries))
+            await self._commit(pipe, {}, progress)
+            return {}
+
+    async def _commit(self, pipe: Pipeline, entries: Mapping[str, CachedList], progress: Progress) -> None:
+        pipe.multi()
+        self._cache.queue_put_many(pipe, entries)
+        if self._checkpoint is not None:
+            self._checkpoint.queue_advance(pipe, progress, first=self._first)
+        await pipe.execute()
+        self._first = False
+
+    async def _unchanged(
+        self, entries: dict[str, CachedList], computed_from: Mapping[str, list[str]]
+    ) -> dict[str, CachedList]:
+        now = await read_stored_histories(self._cache.client, self._history, list(entries))
+        return {
+            user_id: entry for user_id, entry in entries.items() if now[user_id] == computed_from[user_id]
+        }

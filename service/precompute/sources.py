@@ -1,0 +1,159 @@
+"""Where a precompute run's users come from, and how they are cut into batches.
+
+A ``Source`` is either an iterable of ``(user_id, history)`` (a histories file, a dataset:
+their histories are stored too, so a later cache miss can be recomputed, and the position in
+the input is the checkpoint) or the history store itself (``Source.from_store()``: SCAN over
+``genrec:hist:*``, the SCAN cursor is the checkpoint), which is how a running deployment
+refreshes all its users.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis.asyncio as redis
+from pydantic import BaseModel, Field, ValidationError
+
+from service.history import HISTORY_KEY, as_text
+from service.precompute.checkpoint import Progress
+
+logger = logging.getLogger(__name__)
+
+User = tuple[str, list[str]]
+HISTORY_PREFIX = HISTORY_KEY.format(user_id="")
+STORE_JOB = "store"  # the store's identity in the checkpoint fingerprint
+# SCAN's cursor is 0 both at the start and at the end of a full iteration; a checkpoint must
+# tell "nothing done" from "all done" (a crash between the last batch and clearing it).
+SCAN_DONE = "done"
+
+
+@dataclass(frozen=True)
+class Source:
+    """The users of one precompute run and what identifies them for the resume checkpoint.
+
+    ``users`` None: every user with a history in Redis, whose histories are read, not written
+    (they are the live state of the deployment); the store is always checkpointed.
+    """
+
+    users: Iterable[User] | None
+    job: str | None  # None: no checkpoint (the order of ``users`` is not known to repeat)
+    total: int | None = None  # sizes the progress bar; None when unknown (the store)
+
+    @classmethod
+    def from_store(cls) -> Source:
+        return cls(None, STORE_JOB)
+
+
+class HistoryLine(BaseModel):
+    """One line of a histories JSONL file."""
+
+    user_id: str = Field(min_length=1)
+    history: list[str]
+
+
+class HistoryFileError(ValueError):
+    """A histories file cannot be read; the message names the file and line."""
+
+
+def read_histories(path: Path) -> Iterator[User]:
+    """Stream ``(user_id, history)`` from JSONL; blank lines are skipped, bad ones raise HistoryFileError."""
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for lineno, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = HistoryLine.model_validate_json(line)
+                except ValidationError as exc:
+                    problems = "; ".join(_describe(err["loc"], err["msg"]) for err in exc.errors())
+                    raise HistoryFileError(f"{path}:{lineno}: malformed history line ({problems})") from exc
+                yield record.user_id, record.history
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HistoryFileError(f"{path}: cannot read histories file: {exc}") from exc
+
+
+def _describe(loc: tuple[int | str, ...], msg: str) -> str:
+    return f"{'.'.join(str(part) for part in loc) or 'line'}: {msg}"
+
+
+def count_histories(path: Path) -> int:
+    """Validate the whole file before any model is loaded, and size the progress bar."""
+    return sum(1 for _ in read_histories(path))
+
+
+def histories_file(path: Path) -> Source:
+    """A histories file, validated whole before any model is loaded.
+
+    Its identity is path, size and modification time: a rewritten file is a new job (its
+    order may differ, so resuming by position could skip users), an untouched one resumes.
+    """
+    total = count_histories(path)
+    stat = path.stat()
+    job = f"histories:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return Source(read_histories(path), job, total)
+
+
+def user_batches(users: Iterable[User], size: int) -> Iterator[list[User]]:
+    """Consecutive lists of ``size`` users (the last may be shorter), read lazily."""
+    iterator = iter(users)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Users of one batch and the checkpoint position once they are done.
+
+    ``histories`` is None for store users: their histories are read from Redis at batch time.
+    """
+
+    user_ids: list[str]
+    position: str
+    histories: dict[str, list[str]] | None
+
+
+def batches(client: redis.Redis, source: Source, size: int, start: Progress | None) -> AsyncIterator[Batch]:
+    """The source's batches of about ``size`` users, after ``start`` (an earlier run's progress)."""
+    if source.users is None:
+        return store_batches(client, size, start)
+    return iterable_batches(source.users, size, start)
+
+
+async def iterable_batches(users: Iterable[User], size: int, start: Progress | None) -> AsyncIterator[Batch]:
+    """Batches of an ordered input, skipping the ``start.position`` users an earlier run did."""
+    iterator = iter(users)
+    offset = int(start.position) if start else 0
+    skipped = sum(1 for _ in itertools.islice(iterator, offset))
+    if skipped < offset:
+        logger.warning("the input has only %d users, the checkpoint says %d were done", skipped, offset)
+    for batch in user_batches(iterator, size):
+        offset += len(batch)
+        yield Batch([user_id for user_id, _ in batch], str(offset), dict(batch))
+
+
+async def store_batches(client: redis.Redis, size: int, start: Progress | None) -> AsyncIterator[Batch]:
+    """Batches of the users in the history store, whole SCAN pages at a time (never KEYS).
+
+    A batch ends on a page boundary so its position is a SCAN cursor, which resumes exactly:
+    SCAN returns every key that exists for the whole iteration, and a cursor from an earlier
+    connection continues it. Pages are gathered until ``size`` users, so a batch holds between
+    ``size`` and about twice that many users.
+    """
+    if start is not None and start.position == SCAN_DONE:
+        return
+    cursor = int(start.position) if start else 0
+    pending: list[str] = []
+    while True:
+        cursor, keys = await client.scan(cursor, match=HISTORY_PREFIX + "*", count=size)
+        pending.extend(as_text(key)[len(HISTORY_PREFIX) :] for key in keys)
+        if cursor == 0:
+            if pending:
+                yield Batch(pending, SCAN_DONE, None)
+            return
+        if len(pending) >= size:
+            yield Batch(pending, str(cursor), None)
+            pending = []
