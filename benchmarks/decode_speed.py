@@ -267,8 +267,7 @@ def time_engine_floor(llm, prompts: list[list[int]], k: int, levels: int) -> flo
         max_tokens=levels - 1,
         min_tokens=levels - 1,
         ignore_eos=True,
-        temperature=1.0,
-        seed=0,
+        temperature=0.0,  # greedy costs the same forward passes (a per-request seed fails on CPU)
         detokenize=False,
     )
     llm.generate(beams, decode, use_tqdm=False)

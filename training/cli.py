@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -61,16 +61,65 @@ EVAL_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _eval_device(name: str) -> str:
-    """``auto`` -> cuda when torch sees a GPU, else cpu; ``cuda`` without one is an error."""
+    """``auto`` -> cuda when torch sees a GPU, else cpu (``training.devices``); a name outside
+    auto/cpu/cuda, or cuda without a GPU, is an error naming --device."""
     import torch
+
+    from training.devices import pick_device
 
     if name not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("must be 'auto', 'cpu' or 'cuda'", param_hint="--device")
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise typer.BadParameter("cuda was asked for but torch sees no GPU", param_hint="--device")
-    return name
+    return pick_device(name).type
+
+
+def _check_eval_options(
+    split: str, engine: str, precision: str, batch_size: int, k: int, beam: int, hf_options_given: bool
+) -> None:
+    """Every ``eval`` option checked before any model loads, each error naming its option."""
+    if split not in ("valid", "test"):
+        raise typer.BadParameter("must be 'valid' or 'test'", param_hint="--split")
+    if engine not in ("vllm", "hf"):
+        raise typer.BadParameter("must be 'vllm' or 'hf'", param_hint="--engine")
+    if precision not in EVAL_PRECISIONS:
+        raise typer.BadParameter(f"must be one of {', '.join(EVAL_PRECISIONS)}", param_hint="--precision")
+    if batch_size < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
+    if beam < k:
+        raise typer.BadParameter(
+            f"the beam ({beam}) must hold the k={k} items it returns", param_hint="--beam"
+        )
+    if engine == "vllm" and hf_options_given:
+        raise typer.BadParameter(
+            "--device, --rows and --precision apply to --engine hf (vLLM places and batches itself)",
+            param_hint="--engine",
+        )
+    if engine == "vllm" and _serving_engine is None:
+        raise typer.BadParameter(
+            "the vllm engine is the service's: run eval through `genrec`, or use --engine hf",
+            param_hint="--engine",
+        )
+
+
+def _hf_eval_recommender(
+    bundle: ArtifactBundle, where: str, rows: int | None, precision: str, beam: int, batch_size: int
+) -> tuple[Recommender, Any, dict[str, object]]:
+    """The transformers reference engine, the autocast it runs under, and its settings."""
+    import torch
+
+    from model.cpu_features import resolve_precision
+    from model.hf_engine import hf_recommender
+    from training.devices import autocast_for
+
+    rows = rows or (512 if where == "cuda" else 64)
+    dtype = resolve_precision(precision, where)
+    if where == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    # fp32 weights, bf16 matmuls where the precision says so: what training's validation runs
+    scope = autocast_for(torch.device(where), dtype)
+    recommender = hf_recommender(bundle, beam_width=beam, max_batch=batch_size, device=where, rows=rows)
+    return recommender, scope, {"device": where, "rows": rows, "precision": dtype}
 
 
 @app.command("eval")
@@ -105,62 +154,30 @@ def eval_command(
     import contextlib
 
     from model.bundle import BundleError, load_bundle
-    from model.cpu_features import resolve_precision
     from training.evaluate import evaluate, select_examples
 
-    if split not in ("valid", "test"):
-        raise typer.BadParameter("must be 'valid' or 'test'", param_hint="--split")
-    if engine not in ("vllm", "hf"):
-        raise typer.BadParameter("must be 'vllm' or 'hf'", param_hint="--engine")
-    if precision not in EVAL_PRECISIONS:
-        raise typer.BadParameter(f"must be one of {', '.join(EVAL_PRECISIONS)}", param_hint="--precision")
-    if batch_size < 1:
-        raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
     beam = k if beam is None else beam
-    if beam < k:
-        raise typer.BadParameter(
-            f"the beam ({beam}) must hold the k={k} items it returns", param_hint="--beam"
-        )
-    if engine == "vllm" and (device != "auto" or rows is not None or precision != "auto"):
-        raise typer.BadParameter(
-            "--device, --rows and --precision apply to --engine hf (vLLM places and batches itself)",
-            param_hint="--engine",
-        )
-    if engine == "vllm" and _serving_engine is None:
-        raise typer.BadParameter(
-            "the vllm engine is the service's: run eval through `genrec`, or use --engine hf",
-            param_hint="--engine",
-        )
+    hf_options_given = device != "auto" or rows is not None or precision != "auto"
+    _check_eval_options(split, engine, precision, batch_size, k, beam, hf_options_given)
     where = _eval_device(device) if engine == "hf" else None
     try:
         bundle = load_bundle(artifacts)
     except BundleError as exc:
         raise typer.BadParameter(str(exc), param_hint="--artifacts") from exc
     examples = select_examples(_load(data), split, max_users)
-    scope: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     settings: dict[str, object] = {"engine": engine}
     if where is not None:
-        import torch
-
-        from model.hf_engine import hf_recommender
-
-        rows = rows or (512 if where == "cuda" else 64)
-        dtype = resolve_precision(precision, where)
-        if where == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-        if dtype == "bf16":  # fp32 weights, bf16 matmuls: what training's validation runs
-            scope = torch.autocast(where, dtype=torch.bfloat16)
-        recommender: Recommender = hf_recommender(
-            bundle, beam_width=beam, max_batch=batch_size, device=where, rows=rows
+        recommender, scope, hf_settings = _hf_eval_recommender(
+            bundle, where, rows, precision, beam, batch_size
         )
-        settings.update(device=where, rows=rows, precision=dtype, batch_size=batch_size)
+        settings.update(hf_settings)
     else:
         from model.engine_config import EngineConfig
 
         assert _serving_engine is not None
         recommender = _serving_engine(bundle, EngineConfig(beam_width=beam, max_batch=batch_size))
-        settings.update(batch_size=batch_size)
-    settings.update(beam=beam)
+        scope = contextlib.nullcontext()
+    settings.update(batch_size=batch_size, beam=beam)
     with scope:
         report = evaluate(recommender, examples, split=split, k=k, batch_size=batch_size)
     report.extra.update(settings)
