@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=2.0, gt=0)
     redis_max_connections: int = Field(default=256, ge=1)
     engine_timeout_s: float = Field(default=60.0, gt=0)
-    # The engine service (``genrec engine``) the API sends cache misses and rankings to; unset:
-    # the API runs the engine in its own process.
+    # The engine service (``genrec engine``) the API sends cache misses and rankings to, or
+    # several replicas of it separated by commas (service/engine/replicas.py); unset: the API
+    # runs the engine in its own process.
     engine_url: str | None = None
     # Where ``genrec engine`` listens.
     engine_host: str = "0.0.0.0"

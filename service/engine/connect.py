@@ -21,6 +21,7 @@ from model.engine_config import EngineConfig
 from model.recommender import Recommender
 from service.engine.client import RemoteRecommender
 from service.engine.protocol import AsyncRecommender
+from service.engine.replicas import ReplicaPool, engine_urls
 from service.engine.runner import LocalRecommender, as_async
 from service.settings import Settings
 
@@ -69,7 +70,8 @@ async def connect(
 
     ``given`` (tests, the integration pipeline) is used as it is, a blocking one run by a
     ``LocalRecommender``; its owner stops it. Otherwise: with ENGINE_URL, a
-    ``RemoteRecommender`` waiting ``remote_timeout_s`` per request, which must answer now when
+    ``RemoteRecommender`` (a ``ReplicaPool`` of them when it names several URLs) waiting
+    ``remote_timeout_s`` per request, which must answer now when
     ``must_answer`` (a job: RuntimeError) or may still be starting (the API serves cache hits
     and fallbacks meanwhile: a warning); without, the bundle's model loaded here and run by a
     ``LocalRecommender`` that waits ``timeout_s`` (None: no limit) and batches ``max_batch``
@@ -86,7 +88,11 @@ async def connect(
             stop_recommender(owned)
         return
     bundle = load_bundle(settings.artifacts)
-    client = RemoteRecommender(settings.engine_url, bundle.catalog, bundle.version, remote_timeout_s)
+    remotes = [
+        RemoteRecommender(url, bundle.catalog, bundle.version, remote_timeout_s)
+        for url in engine_urls(settings.engine_url)
+    ]
+    client: RemoteRecommender | ReplicaPool = remotes[0] if len(remotes) == 1 else ReplicaPool(remotes)
     try:
         status = await client.status()
         if status != "ok" and must_answer:
