@@ -203,7 +203,7 @@ def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) ->
 
     ``beam_search`` builds its per-step SamplingParams itself (no ``extra_args``) and puts the
     beam's tokens into the prompt, so a subclass of the processor finds each request's trie
-    node from the trailing semantic-ID tokens of its prompt.
+    node from the tokens that follow the user's prompt.
     """
     from vllm.sampling_params import BeamSearchParams
 
@@ -212,6 +212,9 @@ def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) ->
     from model.engine_config import EngineConfig
     from model.vllm_engine import build_llm, shutdown_llm
     from model.vllm_processor import NODE_KEY, TrieLogitsProcessor
+
+    originals = {tuple(p) for p in prompts}
+    lengths = sorted({len(p) for p in prompts}, reverse=True)  # the longest matching prompt wins
 
     class PromptTailTrieProcessor(TrieLogitsProcessor):
         def update_state(self, batch_update):  # type: ignore[no-untyped-def]
@@ -222,14 +225,15 @@ def time_vllm_beam_search(bundle_dir: Path, prompts: list[list[int]], k: int) ->
             super().update_state(batch_update)
 
         def node_of(self, prompt: list[int] | None) -> int:
+            """The trie node the beam's tokens spell: what follows the user's own prompt (a
+            compact prompt itself ends in ID tokens, so the tail cannot be told by its tokens)."""
             if not hasattr(self, "token_trie"):
                 self.token_trie = TokenTrie(self.mask.trie, self.mask.children.cpu().numpy())
-            tail: list[int] = []
-            for token in reversed(prompt or []):
-                if token not in self.token_trie.sid_tokens or len(tail) == self.mask.trie.num_levels:
-                    break
-                tail.insert(0, token)
-            return self.token_trie.walk(tail)
+            prompt = prompt or []
+            for length in lengths:
+                if tuple(prompt[:length]) in originals:
+                    return self.token_trie.walk(prompt[length:])
+            raise ValueError("a beam_search prompt that starts with none of the users' prompts")
 
     bundle = load_bundle(bundle_dir)
     llm = build_llm(bundle, EngineConfig(beam_width=k), max_logprobs=2 * k, processor=PromptTailTrieProcessor)
