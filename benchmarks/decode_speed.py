@@ -57,7 +57,9 @@ PROMPTS = ("compact", "titles")
 
 def build_bench_bundle(root: Path, data_dir: Path, prompt: str = "titles") -> Path:
     """Beauty semantic IDs + SmolLM2 with the SID tokens added, exported as a bundle (once)
-    whose manifest asks for ``prompt``: the compact ID-only format or titled numbered lines."""
+    whose manifest asks for ``prompt``: the compact ID-only format or titled numbered lines.
+    The item index is built once, in ``root``'s sibling ``decode_tok``, for every format."""
+    from model.catalog import Catalog
     from training.base_model import add_sid_tokens, convert_smollm2
     from training.data import load_lcrec
     from training.export import export_run
@@ -70,7 +72,11 @@ def build_bench_bundle(root: Path, data_dir: Path, prompt: str = "titles") -> Pa
     if (bundle / "manifest.json").is_file():
         return bundle
     shutil.rmtree(root, ignore_errors=True)
-    catalog, _ = tokenize_dataset(load_lcrec(data_dir), ItemTokenizerConfig(), root / "tok")
+    tok = root.parent / "decode_tok"
+    if (tok / RUN_CATALOG).is_file():
+        catalog = Catalog.load(tok / RUN_CATALOG)
+    else:
+        catalog, _ = tokenize_dataset(load_lcrec(data_dir), ItemTokenizerConfig(), tok)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -82,7 +88,7 @@ def build_bench_bundle(root: Path, data_dir: Path, prompt: str = "titles") -> Pa
     model.save_pretrained(run / MERGED_DIR)
     tokenizer.save_pretrained(run / MERGED_DIR)
     for name in (RUN_CATALOG, RUN_TRIE):
-        shutil.copy(root / "tok" / name, run / name)
+        shutil.copy(tok / name, run / name)
     if prompt == "titles":  # the titled numbered-lines prompts (~190 tokens on average)
         config = TrainConfig(
             base_model="smollm2", objective="prompt", prompt_format="lines", with_titles=True, prompt_align=32
