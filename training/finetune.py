@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from model.catalog import Catalog
 from model.trie import CompiledTrie
 from training.adapters import merge, save_merged, stage1_model, with_lora
+from training.base_model import sid_token_ids
 from training.checkpoint import CHECKPOINT_DIR, Checkpoints, StageState
 from training.data import InteractionData
 from training.devices import training_device
@@ -40,6 +41,7 @@ from training.run_model import StartingModel, base_model_path, codebooks_file, s
 from training.run_report import run_report
 from training.train_config import SCRATCH, TrainConfig
 from training.trainer import ANNEAL, MAIN, StagePlan, Trainer, stage_steps
+from training.trie_loss import TrieTargets
 from training.validation import Validator, validation_sample
 
 logger = logging.getLogger(__name__)
@@ -152,12 +154,16 @@ def train(
     device = training_device(config.device)
     start = starting_model(base_path, config, catalog, tokenizer_dir)
     run = encode_run(data, samples, catalog, start.tokenizer, config)
+    trie = CompiledTrie.load(tokenizer_dir / RUN_TRIE)
     validator = None
     if config.val_every:
-        trie = CompiledTrie.load(tokenizer_dir / RUN_TRIE)
         validator = Validator(validation_sample(data, config), catalog, trie, start.tokenizer, config, device)
     loss_vocab = start.sid_ids if config.loss_vocab == "sid" else None
-    trainer = Trainer(config, checkpoints, device, int(start.tokenizer.pad_token_id), loss_vocab)
+    trie_targets = None
+    if config.loss_vocab == "trie":
+        trie_targets = TrieTargets.build(sid_token_ids(start.tokenizer, catalog.scheme), trie, device)
+    pad_id = int(start.tokenizer.pad_token_id)
+    trainer = Trainer(config, checkpoints, device, pad_id, loss_vocab, trie_targets)
     stages = _Stages(config, out_dir, trainer, start, run, validator)
 
     resume_stage = checkpoint["state"]["stage"] if checkpoint is not None else None

@@ -1,11 +1,14 @@
 """The training loss: next-token cross-entropy on the labelled positions only, optionally with
-the softmax restricted to the semantic-ID tokens (all the constrained search ever scores)."""
+the softmax restricted to the semantic-ID tokens (all the constrained search ever scores), or
+further to the trie's valid children of each ID token's prefix (``training.trie_loss``: exactly
+the served score)."""
 
 from __future__ import annotations
 
 import torch
 
 from training.encoding import IGNORE
+from training.trie_loss import TrieTargets
 
 
 def _backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -19,6 +22,7 @@ def token_loss(
     inputs: dict[str, torch.Tensor],
     *,
     vocab_ids: torch.Tensor | None = None,
+    trie: TrieTargets | None = None,
     embedding_dropout: float = 0.0,
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over every labelled position of a :func:`collate_left` batch.
@@ -26,7 +30,9 @@ def token_loss(
     Only the labelled positions go through the LM head (a packed sequence labels ~4/5 of its
     tokens, a prompt example only its answer). With ``vocab_ids`` the softmax runs over those
     tokens only for labels that are one of them (the semantic-ID tokens: all the constrained
-    search ever scores); other labels (EOS, text answers) keep the full vocabulary.
+    search ever scores); other labels (EOS, text answers) keep the full vocabulary. With
+    ``trie`` (whose ``ids`` are then the ID tokens) an ID label's softmax runs over the valid
+    children of the trie node its prefix spells, so an item's loss is minus its served score.
     ``embedding_dropout`` drops input-embedding units while training (Llama has no dropout of
     its own besides attention).
     """
@@ -45,6 +51,8 @@ def token_loss(
     targets = labels[where]
     if targets.numel() == 0:
         raise ValueError("a training batch has no labelled position")
+    if trie is not None:
+        vocab_ids = trie.ids
     if vocab_ids is None:
         return torch.nn.functional.cross_entropy(head(states).float(), targets)
     size = max(int(targets.max()), int(vocab_ids.max())) + 1
@@ -59,9 +67,11 @@ def token_loss(
             logits = torch.nn.functional.linear(states[is_sid], weight[vocab_ids])
         else:  # a wrapped head (peft's trainable tokens): full logits, then the ID columns
             logits = head(states[is_sid])[:, vocab_ids]
-        total = total + torch.nn.functional.cross_entropy(
-            logits.float(), sid_targets[is_sid], reduction="sum"
-        )
+        logits = logits.float()
+        if trie is not None:
+            after = trie.nodes_after(inputs["input_ids"])[:, :-1][where][is_sid]
+            trie.mask_logits_(logits, trie.prefix_nodes(after, sid_targets[is_sid]))
+        total = total + torch.nn.functional.cross_entropy(logits, sid_targets[is_sid], reduction="sum")
     if not bool(is_sid.all()):  # text answers and EOS keep the full vocabulary
         rest = ~is_sid
         total = total + torch.nn.functional.cross_entropy(

@@ -25,6 +25,7 @@ from training.devices import autocast_for
 from training.encoding import Encoded
 from training.loss import token_loss
 from training.train_config import TrainConfig
+from training.trie_loss import TrieTargets
 from training.validation import Validator
 
 logger = logging.getLogger(__name__)
@@ -77,12 +78,14 @@ class Trainer:
         device: torch.device,
         pad_id: int,
         loss_vocab: list[int] | None = None,
+        trie: TrieTargets | None = None,
     ) -> None:
         self.config = config
         self.checkpoints = checkpoints
         self.device = device
         self.pad_id = pad_id
         self.loss_vocab = None if loss_vocab is None else torch.tensor(loss_vocab, device=device)
+        self.trie = trie
 
     def run(
         self,
@@ -145,7 +148,11 @@ class Trainer:
         inputs = {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
         with autocast_for(device, config.precision):
             loss = token_loss(
-                model, inputs, vocab_ids=self.loss_vocab, embedding_dropout=config.embedding_dropout
+                model,
+                inputs,
+                vocab_ids=self.loss_vocab,
+                trie=self.trie,
+                embedding_dropout=config.embedding_dropout,
             )
             loss = loss / config.grad_accum
         loss.backward()

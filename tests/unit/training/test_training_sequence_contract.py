@@ -24,7 +24,11 @@ from model.recommender import RankRequest
 from model.semantic_id import SidScheme
 from model.trie import ROOT, CompiledTrie
 from model.trie_mask import sid_token_table
-from training.base_model import add_sid_tokens, build_scratch_model, build_tiny_model
+from training.base_model import add_sid_tokens, build_scratch_model, build_tiny_model, sid_token_ids
+from training.batches import collate_left
+from training.encoding import Encoded
+from training.loss import token_loss
+from training.trie_loss import TrieTargets
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +36,18 @@ SCHEME = SidScheme((3, 3, 2))
 SEQUENCE = ["i4", "i0", "i9", "i13", "i2", "i7", "i16"]
 
 
-def make_catalog() -> Catalog:
+def make_catalog(sparse: bool = False) -> Catalog:
+    """Every ID of the scheme; ``sparse`` drops some, so that nodes differ in their children
+    (some have one child) and a code's validity depends on its prefix."""
     sids = list(itertools.product(*(range(s) for s in SCHEME.codebook_sizes)))
+    if sparse:
+        sids = [sid for n, sid in enumerate(sids) if n % 3 != 1 and sid[:2] != (2, 0)]
     items = [CatalogItem(f"i{i}", f"Item number {i}", tuple(sid)) for i, sid in enumerate(sids)]
     return Catalog(SCHEME, items)
 
 
-def build_bundle(root: Path, base: str) -> ArtifactBundle:
-    catalog = make_catalog()
+def build_bundle(root: Path, base: str, *, sparse: bool = False) -> ArtifactBundle:
+    catalog = make_catalog(sparse)
     if base == "scratch":
         base_dir = build_scratch_model(
             root.parent / f"{root.name}-base", hidden=64, layers=2, heads=1, intermediate=128
@@ -134,3 +142,39 @@ def test_training_windows_make_every_item_a_target_once() -> None:
     assert training_windows(["a"], 20) == [] and training_windows(["a", "b"], 20) == [["a", "b"]]
     with pytest.raises(ValueError, match="history_len"):
         training_windows(sequence, 0)
+
+
+@pytest.mark.parametrize("base", ["scratch", "tiny"])
+def test_trie_loss_is_minus_the_served_score(tmp_path: Path, base: str) -> None:
+    """``loss_vocab='trie'``: the loss of a packed sequence is minus the mean served score of its
+    items (per ID token), on a sparse trie where the plain ID-token softmax differs."""
+    bundle = build_bundle(tmp_path / "bundle", base, sparse=True)
+    catalog = bundle.catalog
+    sequence = [item.item_id for item in catalog][::2][:6]
+    recommender = hf_recommender(bundle, beam_width=len(catalog), max_batch=4)
+    served = [row[0].score for row in recommender.rank([(sequence[:t], [sequence[t]]) for t in range(1, 6)])]
+    tokenizer = AutoTokenizer.from_pretrained(str(bundle.model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(bundle.model_dir), dtype=torch.float32).eval()
+    fmt = CompactFormat(tokenizer, catalog.scheme, with_titles=bool(bundle.manifest.extra["with_titles"]))
+    ids, labels = fmt.packed_sequence([catalog[i] for i in sequence])
+    # an ID-answer example rides in the same batch: its EOS keeps the whole vocabulary
+    answer = [*fmt.sid_ids(catalog[sequence[0]]), tokenizer.eos_token_id]
+    batch = [
+        Encoded(ids, labels),
+        Encoded(fmt.header() + answer, [IGNORE_INDEX] * len(fmt.header()) + answer),
+    ]
+    targets = TrieTargets.build(sid_token_ids(tokenizer, catalog.scheme), bundle.trie, torch.device("cpu"))
+    with torch.no_grad():
+        packed = token_loss(model, collate_left(batch[:1], tokenizer.pad_token_id), trie=targets)
+        plain = token_loss(model, collate_left(batch[:1], tokenizer.pad_token_id), vocab_ids=targets.ids)
+        both = token_loss(model, collate_left(batch, tokenizer.pad_token_id), trie=targets)
+        answer_alone = token_loss(model, collate_left(batch[1:], tokenizer.pad_token_id), trie=targets)
+        eos_row = model(input_ids=torch.tensor([batch[1].input_ids])).logits[0, -2]
+        eos_loss = -torch.log_softmax(eos_row, 0)[tokenizer.eos_token_id]
+    count = catalog.scheme.num_levels * (len(sequence) - 1)
+    assert float(packed) == pytest.approx(-sum(served) / count, abs=1e-5)
+    assert float(plain) > float(packed) + 0.05  # the trie's renormalisation is not a no-op here
+    mixed = (float(packed) * count + float(answer_alone) * len(answer)) / (count + len(answer))
+    assert float(both) == pytest.approx(mixed, abs=1e-5)  # rows do not leak into each other
+    id_part = float(answer_alone) * len(answer) - float(eos_loss)
+    assert id_part == pytest.approx(-recommender.rank([([], [sequence[0]])])[0][0].score, abs=1e-4)
