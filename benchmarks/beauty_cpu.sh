@@ -8,7 +8,9 @@
 # benchmarks/results/beauty.json (test on every user, validation on every user) with the wall
 # times. Settings (environment): INDEX (tokenizer config under benchmarks/configs, default
 # behavior), TRAIN_CONFIG, TRAIN_ARGS (extra `genrec train` options), EVAL_ROWS, EVAL_BATCH,
-# MAX_USERS (a sample, for a rehearsal; the committed figures use every user).
+# MAX_USERS (a sample, for a rehearsal; the committed figures use every user), UNTIL=valid
+# (stop after the validation evaluation: compare runs there, then run again without UNTIL on
+# the chosen one to evaluate test once and file it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=benchmarks/env.sh
@@ -20,6 +22,7 @@ TRAIN_ARGS=${TRAIN_ARGS:-}
 EVAL_ROWS=${EVAL_ROWS:-64}
 EVAL_BATCH=${EVAL_BATCH:-64}
 MAX_USERS=${MAX_USERS:-}
+UNTIL=${UNTIL:-}
 OUT=${OUT:-benchmarks/results/beauty.json}
 mkdir -p "$RUNS"
 log() { echo "$(date -u +%FT%TZ) beauty_cpu: $*" | tee -a "$RUNS/progress.log"; }
@@ -51,12 +54,16 @@ if [ ! -f "$RUNS/artifacts/beauty-cpu/manifest.json" ]; then
   rm -rf "$RUNS/artifacts/beauty-cpu"
   timed export "$GENREC" export --run "$RUNS/run" --artifacts "$RUNS/artifacts" --version beauty-cpu
 fi
-for split in test valid; do
+for split in valid test; do
   if [ ! -f "$RUNS/eval_$split.json" ]; then
     log "evaluate $split"
     timed "eval_$split" "$GENREC" eval --artifacts "$RUNS/artifacts/beauty-cpu" --data "$DATA" --split "$split" \
       --engine hf --device cpu --rows "$EVAL_ROWS" --batch-size "$EVAL_BATCH" "${users_opt[@]}" \
       --out "$RUNS/eval_$split.json" > /dev/null
+  fi
+  if [ "$UNTIL" = "$split" ]; then
+    log "stopping after the $split evaluation (UNTIL=$UNTIL)"
+    exit 0
   fi
 done
 log "filing the genrec entry in $OUT"

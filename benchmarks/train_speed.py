@@ -1,7 +1,8 @@
 """Training throughput on this CPU, every configuration side by side in one run.
 
 What issue 13 asks to measure before choosing a recipe for a 2-core machine: bf16 autocast
-against fp32, the softmax over the semantic-ID tokens against the full vocabulary, LoRA
+against fp32, the softmax over the semantic-ID tokens (or the trie's valid children) against
+the full vocabulary, LoRA
 against full fine-tuning, and fewer layers, for SmolLM2-135M and the scratch Llama. Every
 configuration trains on the same batches of real packed Beauty sequences (the whole-sequence
 objective, compact format) through the real loss (``training.encoding.token_loss``); the
@@ -28,14 +29,21 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
 from model.catalog import Catalog  # noqa: E402
 from model.cpu_features import cpu_has_bf16  # noqa: E402
+from model.trie import CompiledTrie  # noqa: E402
 from training.adapters import stage1_model  # noqa: E402
-from training.base_model import add_sid_tokens, build_scratch_model, resolve_base_model  # noqa: E402
+from training.base_model import (  # noqa: E402
+    add_sid_tokens,
+    build_scratch_model,
+    resolve_base_model,
+    sid_token_ids,
+)
 from training.batches import collate_left  # noqa: E402
 from training.data import load_lcrec  # noqa: E402
 from training.encoding import encode_sequences  # noqa: E402
 from training.loss import token_loss  # noqa: E402
 from training.task_context import training_sequences  # noqa: E402
 from training.train_config import TrainConfig  # noqa: E402
+from training.trie_loss import TrieTargets  # noqa: E402
 
 
 def fresh_model(
@@ -55,7 +63,11 @@ def fresh_model(
 
 
 def measure(
-    model: Any, batches: list[dict[str, torch.Tensor]], vocab: torch.Tensor | None, bf16: bool
+    model: Any,
+    batches: list[dict[str, torch.Tensor]],
+    vocab: torch.Tensor | None,
+    bf16: bool,
+    trie: TrieTargets | None = None,
 ) -> float:
     """Tokens/s of optimizer steps on ``batches`` (the first is a warm-up)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -65,7 +77,7 @@ def measure(
     for index, inputs in enumerate(batches):
         started = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = token_loss(model, inputs, vocab_ids=vocab)
+            loss = token_loss(model, inputs, vocab_ids=vocab, trie=trie)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -90,6 +102,7 @@ def main() -> None:
 
     data = load_lcrec(BEAUTY)
     catalog = Catalog.load(args.tokenizer / "catalog.json")
+    trie_of = CompiledTrie.load(args.tokenizer / "trie.npz")
     sequences = list(training_sequences(data).values())
     random.Random(0).shuffle(sequences)
     bases = {
@@ -103,6 +116,7 @@ def main() -> None:
     for base, (path, batch_size) in bases.items():
         probe = AutoTokenizer.from_pretrained(str(path))
         add_sid_tokens(AutoModelForCausalLM.from_pretrained(str(path)), probe, catalog.scheme)
+        trie = TrieTargets.build(sid_token_ids(probe, catalog.scheme), trie_of, torch.device("cpu"))
         encoded = encode_sequences(sequences[: batch_size * (args.steps + 1)], catalog, probe, TrainConfig())
         batches = [
             collate_left(encoded[i : i + batch_size], int(probe.pad_token_id))
@@ -110,6 +124,7 @@ def main() -> None:
         ]
         variants: list[tuple[str, dict[str, Any]]] = [
             ("bf16, sid softmax", {"bf16": True, "vocab": True}),
+            ("bf16, trie softmax", {"bf16": True, "vocab": True, "trie": True}),
             ("fp32, sid softmax", {"bf16": False, "vocab": True}),
             ("bf16, full softmax", {"bf16": True, "vocab": False}),
         ]
@@ -126,7 +141,8 @@ def main() -> None:
                 full=spec.get("full", False),
                 layers=spec.get("layers"),
             )
-            rate = measure(model, batches, sid_ids if spec["vocab"] else None, spec["bf16"])
+            trie_spec = trie if spec.get("trie") else None
+            rate = measure(model, batches, sid_ids if spec["vocab"] else None, spec["bf16"], trie_spec)
             lora = base != "scratch" and not spec.get("full")
             row = {
                 "base": base,
