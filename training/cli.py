@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -92,7 +93,7 @@ def _check_eval_options(
         )
     if engine == "vllm" and hf_options_given:
         raise typer.BadParameter(
-            "--device, --rows and --precision apply to --engine hf (vLLM places and batches itself)",
+            "--device and --rows apply to --engine hf (vLLM places and batches itself)",
             param_hint="--engine",
         )
     if engine == "vllm" and _serving_engine is None:
@@ -145,10 +146,15 @@ def eval_command(
     precision: Annotated[
         str,
         typer.Option(
-            help="hf engine: auto (bf16 autocast on cuda and on CPUs with native bf16), fp32 or bf16"
+            help="auto (bf16 on cuda and on CPUs where bf16 measures faster), fp32 or bf16: the hf "
+            "engine's autocast, the vllm engine's dtype (ENGINE_DTYPE when serving)"
         ),
     ] = "auto",
     out: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+    lists: Annotated[
+        Path | None,
+        typer.Option(help="write every user's ranked list here (JSONL: user_id, target, items)"),
+    ] = None,
 ) -> None:
     """Recall@5/10 and NDCG@5/10 through the constrained engine (leave-one-out, full ranking)."""
     import contextlib
@@ -157,7 +163,7 @@ def eval_command(
     from training.evaluate import evaluate, select_examples
 
     beam = k if beam is None else beam
-    hf_options_given = device != "auto" or rows is not None or precision != "auto"
+    hf_options_given = device != "auto" or rows is not None
     _check_eval_options(split, engine, precision, batch_size, k, beam, hf_options_given)
     where = _eval_device(device) if engine == "hf" else None
     try:
@@ -172,14 +178,18 @@ def eval_command(
         )
         settings.update(hf_settings)
     else:
-        from model.engine_config import EngineConfig
+        from model.engine_config import VLLM_DTYPE, EngineConfig
 
         assert _serving_engine is not None
-        recommender = _serving_engine(bundle, EngineConfig(beam_width=beam, max_batch=batch_size))
+        config = EngineConfig(beam_width=beam, max_batch=batch_size)
+        if precision != "auto":
+            config = replace(config, dtype=VLLM_DTYPE[precision])
+        recommender = _serving_engine(bundle, config)
         scope = contextlib.nullcontext()
+        settings.update(dtype=config.resolved().dtype)
     settings.update(batch_size=batch_size, beam=beam)
     with scope:
-        report = evaluate(recommender, examples, split=split, k=k, batch_size=batch_size)
+        report = evaluate(recommender, examples, split=split, k=k, batch_size=batch_size, lists=lists)
     report.extra.update(settings)
     text = json.dumps(report.to_json(), indent=2)
     if out is not None:

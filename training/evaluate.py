@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from model.progress import progress
@@ -61,6 +63,17 @@ def select_examples(data: InteractionData, split: str, max_users: int | None, se
     return examples
 
 
+def write_lists(path: Path, examples: Sequence[Example], rankings: Sequence[Sequence[str]]) -> None:
+    """One JSON line per user: its id, its held-out target and its ranked items."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for example, items in zip(examples, rankings, strict=True):
+            fh.write(
+                json.dumps({"user_id": example.user_id, "target": example.target, "items": list(items)})
+                + "\n"
+            )
+
+
 def evaluate(
     recommender: Ranker,
     examples: Sequence[Example],
@@ -68,8 +81,13 @@ def evaluate(
     split: str,
     k: int = 20,
     batch_size: int = 64,
+    lists: Path | None = None,
 ) -> EvalReport:
-    """Recall and NDCG of ``recommender``'s top-``k`` on ``examples`` at 5 and 10 (those within ``k``)."""
+    """Recall and NDCG of ``recommender``'s top-``k`` on ``examples`` at 5 and 10 (those within ``k``).
+
+    ``lists`` receives every user's ranked list as JSONL (what comparing two engines or two
+    precisions list by list needs; the metrics alone hide how much the lists moved).
+    """
     ks = cutoffs_within(k)
     if len(ks) < len(CUTOFFS):
         logger.warning(
@@ -84,6 +102,8 @@ def evaluate(
                 rankings.append([item.item_id for item in row])
             bar.update(len(batch))
     metrics = summarize(rankings, [e.target for e in examples], ks=ks)
+    if lists is not None:
+        write_lists(lists, examples, rankings)
     wall = time.perf_counter() - started
     report = EvalReport(
         split=split,

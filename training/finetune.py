@@ -160,7 +160,7 @@ def train(
         validator = Validator(validation_sample(data, config), catalog, trie, start.tokenizer, config, device)
     loss_vocab = start.sid_ids if config.loss_vocab == "sid" else None
     trie_targets = None
-    if config.loss_vocab == "trie":
+    if config.loss_vocab in ("trie", "sid+trie"):
         trie_targets = TrieTargets.build(sid_token_ids(start.tokenizer, catalog.scheme), trie, device)
     pad_id = int(start.tokenizer.pad_token_id)
     trainer = Trainer(config, checkpoints, device, pad_id, loss_vocab, trie_targets)

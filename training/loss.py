@@ -23,6 +23,7 @@ def token_loss(
     *,
     vocab_ids: torch.Tensor | None = None,
     trie: TrieTargets | None = None,
+    also_plain: bool = False,
     embedding_dropout: float = 0.0,
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over every labelled position of a :func:`collate_left` batch.
@@ -32,7 +33,8 @@ def token_loss(
     tokens only for labels that are one of them (the semantic-ID tokens: all the constrained
     search ever scores); other labels (EOS, text answers) keep the full vocabulary. With
     ``trie`` (whose ``ids`` are then the ID tokens) an ID label's softmax runs over the valid
-    children of the trie node its prefix spells, so an item's loss is minus its served score.
+    children of the trie node its prefix spells, so an item's loss is minus its served score;
+    ``also_plain`` adds the plain ID-token softmax's loss to it (both terms on every ID label).
     ``embedding_dropout`` drops input-embedding units while training (Llama has no dropout of
     its own besides attention).
     """
@@ -68,10 +70,14 @@ def token_loss(
         else:  # a wrapped head (peft's trainable tokens): full logits, then the ID columns
             logits = head(states[is_sid])[:, vocab_ids]
         logits = logits.float()
+        sid_labels = sid_targets[is_sid]
         if trie is not None:
+            masked = logits.clone() if also_plain else logits
             after = trie.nodes_after(inputs["input_ids"])[:, :-1][where][is_sid]
-            trie.mask_logits_(logits, trie.prefix_nodes(after, sid_targets[is_sid]))
-        total = total + torch.nn.functional.cross_entropy(logits, sid_targets[is_sid], reduction="sum")
+            trie.mask_logits_(masked, trie.prefix_nodes(after, sid_labels))
+            total = total + torch.nn.functional.cross_entropy(masked, sid_labels, reduction="sum")
+        if trie is None or also_plain:
+            total = total + torch.nn.functional.cross_entropy(logits, sid_labels, reduction="sum")
     if not bool(is_sid.all()):  # text answers and EOS keep the full vocabulary
         rest = ~is_sid
         total = total + torch.nn.functional.cross_entropy(

@@ -59,11 +59,12 @@ class TrainConfig(BaseModel):
     prompt_format: Literal["compact", "lines"] = Field(
         "compact", description="compact (IDs only, the served prompt) or lines (numbered history lines)"
     )
-    loss_vocab: Literal["sid", "trie", "full"] = Field(
+    loss_vocab: Literal["sid", "trie", "sid+trie", "full"] = Field(
         "sid",
         description="sid: the softmax runs over the semantic-ID tokens only (all the constrained "
         "search ever scores); trie: over the valid children of each ID token's prefix in the "
-        "trie (an item's loss is minus its served score); full: over the whole vocabulary",
+        "trie (an item's loss is minus its served score); sid+trie: the sum of both; full: over "
+        "the whole vocabulary",
     )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="autocast precision (auto: bf16 where the device computes it natively)"

@@ -152,6 +152,7 @@ class Trainer:
                 inputs,
                 vocab_ids=self.loss_vocab,
                 trie=self.trie,
+                also_plain=config.loss_vocab == "sid+trie",
                 embedding_dropout=config.embedding_dropout,
             )
             loss = loss / config.grad_accum

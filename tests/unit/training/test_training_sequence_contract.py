@@ -169,11 +169,15 @@ def test_trie_loss_is_minus_the_served_score(tmp_path: Path, base: str) -> None:
         plain = token_loss(model, collate_left(batch[:1], tokenizer.pad_token_id), vocab_ids=targets.ids)
         both = token_loss(model, collate_left(batch, tokenizer.pad_token_id), trie=targets)
         answer_alone = token_loss(model, collate_left(batch[1:], tokenizer.pad_token_id), trie=targets)
+        summed = token_loss(
+            model, collate_left(batch[:1], tokenizer.pad_token_id), trie=targets, also_plain=True
+        )
         eos_row = model(input_ids=torch.tensor([batch[1].input_ids])).logits[0, -2]
         eos_loss = -torch.log_softmax(eos_row, 0)[tokenizer.eos_token_id]
     count = catalog.scheme.num_levels * (len(sequence) - 1)
     assert float(packed) == pytest.approx(-sum(served) / count, abs=1e-5)
     assert float(plain) > float(packed) + 0.05  # the trie's renormalisation is not a no-op here
+    assert float(summed) == pytest.approx(float(plain) + float(packed), abs=1e-5)  # sid+trie
     mixed = (float(packed) * count + float(answer_alone) * len(answer)) / (count + len(answer))
     assert float(both) == pytest.approx(mixed, abs=1e-5)  # rows do not leak into each other
     id_part = float(answer_alone) * len(answer) - float(eos_loss)
