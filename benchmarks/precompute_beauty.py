@@ -49,7 +49,7 @@ def sample_dataset(data_dir: Path, users: int, out: Path) -> Path:
 def cached_lists(redis_url: str, version: str) -> int:
     import redis
 
-    from service.cache import topk_key
+    from service.keys import topk_key
 
     client = redis.Redis.from_url(redis_url)
     pattern = topk_key(version, "*")

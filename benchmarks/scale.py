@@ -46,8 +46,9 @@ async def fill_redis(redis_url: str, users: int, data_dir: Path) -> dict[str, fl
     import redis.asyncio as aredis
 
     from model.recommender import ScoredItem
-    from service.cache import CachedList, RecommendationCache, topk_key
-    from service.history import HistoryStore, history_key, times_key
+    from service.cache import CachedList, RecommendationCache
+    from service.history import HistoryStore
+    from service.keys import history_key, times_key, topk_key
     from service.settings import Settings
     from training.data import load_lcrec, serving_histories
 

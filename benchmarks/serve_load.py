@@ -119,7 +119,7 @@ def bare_app():  # type: ignore[no-untyped-def]
     import redis.asyncio as redis
     from fastapi import FastAPI
 
-    from service.cache import topk_key
+    from service.keys import topk_key
 
     app = FastAPI()
     client = redis.Redis.from_url(os.environ["REDIS_URL"])

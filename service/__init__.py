@@ -13,14 +13,17 @@ Imports ``model`` (the shared contract) and never ``training``. A map of the pac
 ``precompute/`` the job that fills the cache (``genrec precompute``): ``job``, ``sources``
                 (histories file, dataset, history store), ``checkpoint`` (resume state in Redis)
 ``local/``      not part of a deployment: ``redis_server`` (an embedded Redis for tests and
-                ``genrec serve`` without REDIS_URL), ``stack`` (the demo's process supervisor)
+                ``genrec serve`` without REDIS_URL), ``redis_cluster`` (three of them joined into a
+                Redis Cluster, for tests), ``stack`` (the demo's process supervisor)
 ``http.py``     what both HTTP apps share: error body, validation messages, health, metrics
-``cli.py``      the ``serve``, ``engine`` and ``precompute`` commands
+``cli.py``      the ``serve``, ``engine``, ``precompute`` and ``migrate-keys`` commands
+``migrate.py``  ``genrec migrate-keys``: the per-user keys of earlier releases renamed
 ``batch.py``    ``genrec recommend-batch``: histories JSONL in, top-K JSONL out, no Redis
 
 Shared by the API and the precompute job, so at the top: ``settings.py`` (``Settings``, every
 knob, from the environment), ``cache.py`` (each user's top-K in Redis), ``history.py`` (user
-histories in Redis, and the model input of one), ``redis_client.py`` (the one Redis client)
+histories in Redis, and the model input of one), ``keys.py`` (every Redis key, each user's
+with the user's hash tag), ``redis_client.py`` (the one Redis client, a server's or a cluster's)
 and ``request_id.py`` (the request id on responses and in every log line).
 
 One name per thing: the object that computes lists is a recommender (``model.recommender.

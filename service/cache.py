@@ -1,6 +1,6 @@
 """Each user's precomputed top-K in Redis, the fast path of ``GET /recommend``.
 
-Key ``genrec:{model_version}:topk:{user_id}`` holds ``{"items": [[item_id, score], ...],
+Key ``genrec:{<user>}:<model_version>:topk`` (``service.keys``) holds ``{"items": [[item_id, score], ...],
 "seen": [position, ...]}``, best first, with a TTL. ``seen`` marks the items that were already
 in the user's history when the list was computed: any new interaction invalidates the entry
 (see ``HistoryStore.append_many``), so while the entry exists those marks are current and a
@@ -8,8 +8,9 @@ cache hit with ``exclude_seen`` is ONE Redis GET, with no history read.
 
 The model version is part of the key, so a newly deployed model never serves lists computed
 by its predecessor; the old keys simply expire. An invalidated entry is not thrown away: it
-moves to ``genrec:{model_version}:stale:{user_id}`` (same TTL), which the service serves,
-marked degraded, when the model cannot answer.
+moves to ``genrec:{<user>}:<model_version>:stale`` (same TTL), which the service serves,
+marked degraded, when the model cannot answer. Both share the user's hash tag with the history,
+so the invalidation fits in the events' transaction on a Redis Cluster too.
 """
 
 from __future__ import annotations
@@ -19,17 +20,11 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
-
 from model.recommender import ScoredItem
+from service.keys import similar_key, stale_key, topk_key
+from service.redis_client import RedisClient, RedisPipeline
 
 logger = logging.getLogger(__name__)
-
-TOPK_KEY = "genrec:{model_version}:topk:{user_id}"
-STALE_KEY = "genrec:{model_version}:stale:{user_id}"
-# items like an item: the model's list for a history of that one item (no user, no invalidation)
-SIMILAR_KEY = "genrec:{model_version}:similar:{item_id}"
 
 # KEYS: history list, top-K key; ARGV: expected history length, entry, TTL seconds.
 PUT_IF_HISTORY_LEN = """
@@ -39,14 +34,6 @@ if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
 end
 return 0
 """
-
-
-def topk_key(model_version: str, user_id: str) -> str:
-    return TOPK_KEY.format(model_version=model_version, user_id=user_id)
-
-
-def stale_key(model_version: str, user_id: str) -> str:
-    return STALE_KEY.format(model_version=model_version, user_id=user_id)
 
 
 @dataclass(frozen=True)
@@ -100,7 +87,7 @@ def decode_entry(raw: bytes | str) -> CachedList:
 class RecommendationCache:
     """Get/put of per-user top-K lists for one model version."""
 
-    def __init__(self, client: redis.Redis, model_version: str, ttl_s: int) -> None:
+    def __init__(self, client: RedisClient, model_version: str, ttl_s: int) -> None:
         if ttl_s < 1:
             raise ValueError(f"ttl_s must be >= 1, got {ttl_s}")
         self._client = client
@@ -115,14 +102,14 @@ class RecommendationCache:
         return stale_key(self.model_version, user_id)
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> RedisClient:
         return self._client
 
     async def get(self, user_id: str) -> CachedList | None:
         """The cached list, or None on a miss (or an unreadable entry, which is dropped)."""
         return await self.parse(user_id, await self._client.get(self.key(user_id)))
 
-    def queue_get_stale(self, pipe: Pipeline, user_id: str) -> None:
+    def queue_get_stale(self, pipe: RedisPipeline, user_id: str) -> None:
         """Add the read of the user's last invalidated list to a pipeline; ``parse_stale`` its reply."""
         pipe.get(self.stale_key(user_id))
 
@@ -157,19 +144,20 @@ class RecommendationCache:
         return bool(written)
 
     async def put_many(self, entries: Mapping[str, CachedList]) -> None:
-        """Write many users' lists in ONE pipelined round trip (no MULTI: entries are independent)."""
+        """Write many users' lists in ONE pipelined round trip (one per node on a cluster; no
+        MULTI: entries are independent)."""
         if not entries:
             return
         async with self._client.pipeline(transaction=False) as pipe:
             self.queue_put_many(pipe, entries)
             await pipe.execute()
 
-    def queue_put_many(self, pipe: Pipeline, entries: Mapping[str, CachedList]) -> None:
+    def queue_put_many(self, pipe: RedisPipeline, entries: Mapping[str, CachedList]) -> None:
         """Add the writes of ``put_many`` to a pipeline (to commit them with other writes)."""
         for user_id, entry in entries.items():
             pipe.set(self.key(user_id), encode_entry(entry), ex=self.ttl_s)
 
-    def queue_invalidate(self, pipe: Pipeline, user_ids: Iterable[str]) -> None:
+    def queue_invalidate(self, pipe: RedisPipeline, user_ids: Iterable[str]) -> None:
         """Add the invalidation of the users' lists to a pipeline: each live list becomes the
         user's stale list (kept for degraded answers, with its remaining TTL) and stops being hit."""
         for user_id in user_ids:
@@ -182,12 +170,13 @@ class RecommendationCache:
             self.queue_invalidate(pipe, [user_id])
             await pipe.execute()
 
-    def queue_forget(self, pipe: Pipeline, user_id: str) -> None:
+    def queue_forget(self, pipe: RedisPipeline, user_id: str) -> None:
         """Add the deletion of the user's live and stale lists to a pipeline (a privacy request)."""
         pipe.delete(self.key(user_id), self.stale_key(user_id))
 
     def similar_key(self, item_id: str) -> str:
-        return SIMILAR_KEY.format(model_version=self.model_version, item_id=item_id)
+        """Items like an item: the model's list for a history of that one item (no user, no invalidation)."""
+        return similar_key(self.model_version, item_id)
 
     async def get_similar(self, item_id: str) -> CachedList | None:
         key = self.similar_key(item_id)

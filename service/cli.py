@@ -1,4 +1,5 @@
-"""``serve``, ``engine`` and ``precompute`` commands of the online side, configured from the environment.
+"""``serve``, ``engine``, ``precompute`` and ``migrate-keys`` commands of the online side, configured
+from the environment.
 
 ``precompute_cli`` is the precompute command's body: another CLI can feed it users from a
 dataset split instead of a JSONL file (``genrec precompute --data``).
@@ -6,6 +7,7 @@ dataset split instead of a JSONL file (``genrec precompute --data``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -16,11 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from redis.exceptions import RedisError
 
 from model.recommender import Recommender
 from service.local.redis_server import EmbeddedRedis
+from service.migrate import MigrationSummary, migrate_keys
 from service.precompute.job import PrecomputeFailed, check_precompute_args, run_precompute
 from service.precompute.sources import HistoryFileError, Source, histories_file
+from service.redis_client import redis_client
 from service.request_id import RequestIdFilter
 from service.settings import Settings, environment_help, get_settings
 
@@ -147,7 +152,7 @@ def serve() -> None:
 ONLY_STALE_HELP = "skip users that already have a cached list for this model version"
 RESTART_HELP = "ignore the checkpoint of an interrupted run of the same job and start over"
 FROM_STORE_HELP = (
-    "precompute every user whose history is in Redis (genrec:hist:*), e.g. to refresh a deployment"
+    "precompute every user whose history is in Redis (genrec:{*}:hist), e.g. to refresh a deployment"
 )
 K_HELP = "list length to cache (default: MAX_K + CACHE_EXTRA, what the API caches on a miss)"
 BATCH_SIZE_HELP = "users per engine call (default: PRECOMPUTE_BATCH_SIZE)"
@@ -198,6 +203,38 @@ def precompute_command(
         only_stale=only_stale,
         report=report,
     )
+
+
+DRY_RUN_HELP = "count what would be renamed, change nothing"
+
+
+@app.command("migrate-keys", epilog=environment_help())
+def migrate_keys_command(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help=DRY_RUN_HELP)] = False,
+) -> None:
+    """Rename the per-user keys of earlier releases to the hash-tagged scheme (genrec:hist:<user>
+    becomes genrec:{<user>}:hist, ...), in REDIS_URL's Redis or cluster, or without REDIS_URL in
+    the embedded one of GENREC_DATA_DIR. Run it before starting this release's API; idempotent."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+
+    async def migrate(url: str) -> MigrationSummary:
+        client = redis_client(url, settings.redis_timeout_s, settings.redis_max_connections)
+        try:
+            return await migrate_keys(client, dry_run=dry_run)
+        finally:
+            await client.aclose()
+
+    with redis_available(settings) as settings:
+        assert settings.redis_url is not None
+        try:
+            summary = asyncio.run(migrate(settings.redis_url))
+        except (RedisError, OSError) as exc:
+            typer.echo(
+                f"error: {type(exc).__name__}: {exc} (a rerun continues: the moves are idempotent)", err=True
+            )
+            raise typer.Exit(EXIT_FAILED) from exc
+    typer.echo(summary.describe())
 
 
 if __name__ == "__main__":

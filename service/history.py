@@ -1,11 +1,15 @@
 """User histories in Redis, the model's input for on-demand recommendations.
 
-Key ``genrec:hist:{user_id}`` is a Redis LIST of item ids, oldest first, so reading the recent
-past is one LRANGE with a negative start. ``genrec:hist_ts:{user_id}`` is the LIST of their
-times (seconds since the epoch), entry for entry: an event is inserted after the last entry
-not later than it, so one that arrives late (``ts`` 1 after ``ts`` 300) still lands in time
-order. Entries written without a time (a seeded histories file) count as time 0, the oldest.
-Histories are not versioned by model: they are facts about users, not model outputs.
+Key ``genrec:{<user>}:hist`` (``service.keys``) is a Redis LIST of item ids, oldest first, so
+reading the recent past is one LRANGE with a negative start. ``genrec:{<user>}:hist_ts`` is the
+LIST of their times (seconds since the epoch), entry for entry: an event is inserted after the
+last entry not later than it, so one that arrives late (``ts`` 1 after ``ts`` 300) still lands
+in time order. Entries written without a time (a seeded histories file) count as time 0, the
+oldest. Histories are not versioned by model: they are facts about users, not model outputs.
+
+A write over many users is one transaction (or script) on a single Redis. On a Redis Cluster
+it is one per hash slot (``service.redis_client.slot_groups``): each user's writes stay atomic,
+but two users of one call may land apart.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
-
 from model.catalog import Catalog
-
-HISTORY_KEY = "genrec:hist:{user_id}"
-TIMES_KEY = "genrec:hist_ts:{user_id}"
+from service.keys import history_key, times_key
+from service.redis_client import (
+    RedisClient,
+    RedisPipeline,
+    for_each_group,
+    queue_script,
+    slot_groups,
+)
 
 # Chunked RPUSH of items[from..]: Lua's unpack has a stack limit.
 _PUSH = """
@@ -111,18 +117,10 @@ return kept
 )
 
 
-def history_key(user_id: str) -> str:
-    return HISTORY_KEY.format(user_id=user_id)
-
-
-def times_key(user_id: str) -> str:
-    return TIMES_KEY.format(user_id=user_id)
-
-
 class HistoryStore:
     """Reads and writes user histories; ``max_len`` (if set) caps how many items a user keeps."""
 
-    def __init__(self, client: redis.Redis, max_len: int | None = None) -> None:
+    def __init__(self, client: RedisClient, max_len: int | None = None) -> None:
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         self._client = client
@@ -140,26 +138,29 @@ class HistoryStore:
             return []
         return parse_items(await self._client.lrange(history_key(user_id), -limit, -1))
 
-    def queue_get(self, pipe: Pipeline, user_id: str, limit: int | None) -> None:
+    def queue_get(self, pipe: RedisPipeline, user_id: str, limit: int | None) -> None:
         """Add the read of the last ``limit`` items (None: all) to a pipeline; ``parse_items`` its reply."""
         pipe.lrange(history_key(user_id), -limit if limit else 0, -1)
 
     async def set_many(self, histories: Mapping[str, Sequence[str]]) -> None:
-        """Replace the histories of many users in one round trip (an atomic MULTI per call).
+        """Replace the histories of many users in one round trip (an atomic MULTI per call, per
+        hash slot on a cluster).
 
         Tests and tools only: a batch job must merge (:meth:`seed_many`), never replace, or it
         would erase the events the API accepted.
         """
-        if not histories:
-            return
-        async with self._client.pipeline(transaction=True) as pipe:
-            for user_id, items in histories.items():
-                key = history_key(user_id)
-                pipe.delete(key, times_key(user_id))
-                kept = self._capped(items)
-                if kept:
-                    pipe.rpush(key, *kept)
-            await pipe.execute()
+
+        async def write(users: list[str]) -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for user_id in users:
+                    key = history_key(user_id)
+                    pipe.delete(key, times_key(user_id))
+                    kept = self._capped(histories[user_id])
+                    if kept:
+                        pipe.rpush(key, *kept)
+                await pipe.execute()
+
+        await for_each_group(slot_groups(self._client, histories, history_key), write)
 
     async def seed_many(self, histories: Mapping[str, Sequence[str]]) -> int:
         """Merge a batch source's histories (a file, a dataset) into the store, atomically.
@@ -168,50 +169,57 @@ class HistoryStore:
         stored history that is a prefix of the file's is extended by the rest of it; any other
         stored history (the API's events went beyond or elsewhere than the file) is kept as it
         is. So a batch job never shortens a history nor drops an event the API accepted, and
-        running it twice changes nothing. One Lua script per call: an event landing meanwhile
-        is ordered entirely before or after the merge. Returns how many users kept a stored
-        history that differs from the source's.
+        running it twice changes nothing. One Lua script per call (per hash slot on a cluster):
+        an event landing meanwhile is ordered entirely before or after the merge of its user.
+        Returns how many users kept a stored history that differs from the source's.
         """
-        if not histories:
-            return 0
-        users = list(histories)
-        # compare against what the store would keep of the source (its last max_len items)
-        args = [json.dumps(self._capped(histories[user_id])) for user_id in users]
-        keys = [key for user_id in users for key in (history_key(user_id), times_key(user_id))]
-        kept = await self._seed_script(keys=keys, args=[*args, self._max_len or 0])
-        return int(kept)
+
+        async def merge(users: list[str]) -> int:
+            # compare against what the store would keep of the source (its last max_len items)
+            args = [json.dumps(self._capped(histories[user_id])) for user_id in users]
+            keys = [key for user_id in users for key in (history_key(user_id), times_key(user_id))]
+            return int(await self._seed_script(keys=keys, args=[*args, self._max_len or 0]))
+
+        return sum(await for_each_group(slot_groups(self._client, histories, history_key), merge))
 
     async def append_many(
         self,
         new_items: Mapping[str, Sequence[str | tuple[str, float]]],
         *,
-        also: Callable[[Pipeline], None] | None = None,
+        also: Callable[[RedisPipeline, Sequence[str]], None] | None = None,
     ) -> None:
-        """Record many users' interactions and queue ``also``'s writes (the invalidation of their
-        now-stale cached lists) in one MULTI: either every write lands or none does.
+        """Record many users' interactions and queue ``also``'s writes for those users (the
+        invalidation of their now-stale cached lists) in one MULTI: either every write lands or
+        none does. On a cluster that holds per hash slot, so per user: a failure part-way can
+        leave some users' interactions recorded (with their lists invalidated) and not others'.
 
         Each interaction is an item id (now) or ``(item_id, ts)``; each goes in at its time, after
         the entries not later than it (see the module docstring).
         """
-        if not new_items:
-            return
         now = time.time()
-        async with self._client.pipeline(transaction=True) as pipe:
-            for user_id, interactions in new_items.items():
-                timed = sorted(
-                    ((i, now) if isinstance(i, str) else i for i in interactions), key=lambda e: e[1]
-                )  # stable: equal times keep their order
-                if not timed:
-                    continue
-                args: list[str | float] = [self._max_len or 0]
-                for item_id, ts in timed:
-                    args += [item_id, repr(float(ts))]
-                await self._insert_script(
-                    keys=[history_key(user_id), times_key(user_id)], args=args, client=pipe
-                )
-            if also is not None:
-                also(pipe)
-            await pipe.execute()
+        timed = {
+            user_id: sorted(
+                ((i, now) if isinstance(i, str) else i for i in interactions), key=lambda e: e[1]
+            )  # stable: equal times keep their order
+            for user_id, interactions in new_items.items()
+        }
+
+        async def write(users: list[str]) -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for user_id in users:
+                    if not timed[user_id]:
+                        continue
+                    args: list[str | int | float] = [self._max_len or 0]
+                    for item_id, ts in timed[user_id]:
+                        args += [item_id, repr(float(ts))]
+                    await queue_script(
+                        pipe, self._insert_script, [history_key(user_id), times_key(user_id)], args
+                    )
+                if also is not None:
+                    also(pipe, users)
+                await pipe.execute()
+
+        await for_each_group(slot_groups(self._client, timed, history_key), write)
 
     async def append(self, user_id: str, item_ids: Sequence[str]) -> None:
         """Record new interactions of one user (oldest first, now), trimming to ``max_len`` when set."""

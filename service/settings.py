@@ -19,7 +19,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
-    # None means "start an embedded Redis"; only the serve CLI does that, the app itself refuses.
+    # redis://host:port/db for one server, redis+cluster://host:port[,host:port...] for a Redis
+    # Cluster (service/redis_client.py). None means "start an embedded Redis"; only the serve and
+    # migrate-keys commands do that, the app itself refuses.
     redis_url: str | None = None
     # Where the embedded Redis keeps its append-only file (histories survive a restart).
     genrec_data_dir: Path = Path(".genrec-data")

@@ -24,7 +24,8 @@ from model.recommender import ScoredItem
 from service.api.render import Recommendation, ResultRenderer, Source
 from service.cache import CachedList, RecommendationCache
 from service.engine.protocol import AsyncRecommender
-from service.history import HistoryStore, history_key, parse_items, times_key, usable_history
+from service.history import HistoryStore, parse_items, usable_history
+from service.keys import history_key, times_key
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -281,7 +282,8 @@ class RecommendService:
 
     async def record_events(self, events: Sequence[Event]) -> EventsAccepted:
         """Append the events to their users' histories and invalidate those users' cached lists,
-        in one transaction; all-or-nothing: any unknown item rejects the whole request.
+        in one transaction (per user on a Redis Cluster, see ``HistoryStore.append_many``);
+        all-or-nothing: any unknown item rejects the whole request.
 
         Each event goes into its user's history at its time (``ts``, or now when it has none),
         after the entries not later than it, so a late-arriving event still lands in order.
@@ -295,7 +297,5 @@ class RecommendService:
             per_user.setdefault(event.user_id, []).append(
                 (event.item_id, now if event.ts is None else event.ts)
             )
-        await self.history.append_many(
-            per_user, also=lambda pipe: self.cache.queue_invalidate(pipe, per_user)
-        )
+        await self.history.append_many(per_user, also=self.cache.queue_invalidate)
         return EventsAccepted(accepted=len(events), users=len(per_user))

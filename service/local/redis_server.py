@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -62,6 +63,7 @@ class EmbeddedRedis:
     """A redis-server bound to 127.0.0.1; use ``with EmbeddedRedis() as url:``.
 
     Persistent (AOF) in ``data_dir`` when given, else in a scratch directory removed on stop.
+    ``extra_args`` go to redis-server after the defaults (e.g. a cluster node's settings).
     """
 
     def __init__(
@@ -70,10 +72,12 @@ class EmbeddedRedis:
         start_timeout_s: float = START_TIMEOUT_S,
         *,
         data_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self._binary = binary
         self._start_timeout_s = start_timeout_s
         self._data_dir = data_dir
+        self._extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.url: str | None = None
@@ -102,6 +106,7 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--dir", str(workdir),
             "--logfile", str(log_path),
+            *self._extra_args,
         ]  # fmt: skip
         logger.debug("starting %s", " ".join(command))
         try:

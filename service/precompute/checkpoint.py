@@ -1,11 +1,19 @@
 """A precompute job's state in Redis: the resume checkpoint, and the round trips of a batch.
 
 A run over millions of users takes hours, so it is resumable: a checkpoint in Redis
-(``genrec:<model_version>:precompute:<job fingerprint>``) is advanced in the SAME transaction
-as each batch's lists (``BatchWriter``), so after a crash, Ctrl-C or engine error the
-checkpoint never claims a user whose list is not written, nor lags behind by more than the
-batch in flight. Running the same job again (same input, k and history length) continues from
-there; a finished run deletes its checkpoint, so the next run starts over.
+(``genrec:<model_version>:precompute:<job fingerprint>``) advances with each batch's lists
+(``BatchWriter``), so after a crash, Ctrl-C or engine error the checkpoint never claims a user
+whose list is not written, nor lags behind by more than the batch in flight. Running the same
+job again (same input, k and history length) continues from there; a finished run deletes its
+checkpoint, so the next run starts over.
+
+On a single Redis the checkpoint is written in the SAME transaction as the batch's lists. On a
+Redis Cluster it cannot be: the lists are in many hash slots (each user's own) and the
+checkpoint in yet another. There each slot's lists are one transaction and the checkpoint is
+written after all of them. The guarantee above still holds: a crash in between leaves the
+checkpoint one batch behind, and the resumed run writes those lists again, which changes
+nothing (the same model version computes the same list from the same history, and a history
+that changed meanwhile is caught by the same WATCH).
 """
 
 from __future__ import annotations
@@ -17,16 +25,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from service.cache import CachedList, RecommendationCache
-from service.history import HistoryStore, as_text, history_key, parse_items
+from service.history import HistoryStore, as_text, parse_items
+from service.keys import checkpoint_key, history_key
+from service.redis_client import RedisClient, RedisPipeline, for_each_group, is_cluster, slot_groups
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "genrec:{model_version}:precompute:{fingerprint}"
 # A store user whose history keeps changing under us is left to the on-demand path after this.
 MAX_WATCH_ATTEMPTS = 5
 
@@ -53,13 +60,11 @@ class Checkpoint:
     """
 
     def __init__(
-        self, client: redis.Redis, model_version: str, job: str, *, k: int, history_len: int, ttl_s: int
+        self, client: RedisClient, model_version: str, job: str, *, k: int, history_len: int, ttl_s: int
     ) -> None:
         self._client = client
         self.job = job
-        self.key = CHECKPOINT_KEY.format(
-            model_version=model_version, fingerprint=job_fingerprint(job, k, history_len)
-        )
+        self.key = checkpoint_key(model_version, job_fingerprint(job, k, history_len))
         self._ttl_s = ttl_s
         self._k = k
 
@@ -70,8 +75,9 @@ class Checkpoint:
         fields = {as_text(name): as_text(value) for name, value in raw.items()}
         return Progress(position=fields["position"], users_done=int(fields["users_done"]))
 
-    def queue_advance(self, pipe: Pipeline, progress: Progress, *, first: bool) -> None:
-        """Queue the new progress into the batch's transaction (so it lands with the lists or not at all)."""
+    def queue_advance(self, pipe: RedisPipeline, progress: Progress, *, first: bool) -> None:
+        """Queue the new progress into a transaction: on a single Redis the batch's own, so it
+        lands with the lists or not at all; on a cluster one of its own, after them."""
         pipe.hset(
             self.key,
             mapping={
@@ -101,7 +107,7 @@ async def fresh_users(cache: RecommendationCache, user_ids: Sequence[str]) -> se
 
 
 async def read_stored_histories(
-    client: redis.Redis, history: HistoryStore, user_ids: Sequence[str]
+    client: RedisClient, history: HistoryStore, user_ids: Sequence[str]
 ) -> dict[str, list[str]]:
     """The users' whole stored histories in one pipelined round trip: the model sees the
     recent window, the cache entry marks every item the user already has."""
@@ -115,7 +121,8 @@ async def read_stored_histories(
 
 
 class BatchWriter:
-    """Writes a batch's cache entries and advances the checkpoint in one MULTI/EXEC."""
+    """Writes a batch's cache entries and advances the checkpoint: one MULTI/EXEC on a single
+    Redis; on a cluster one per hash slot, then the checkpoint (see the module docstring)."""
 
     def __init__(
         self,
@@ -129,6 +136,8 @@ class BatchWriter:
         self._history = history
         self._checkpoint = checkpoint
         self._first = not resumed  # the first write of a fresh checkpoint sets its TTL
+        # the checkpoint shares the lists' transaction only where one may span hash slots
+        self._checkpoint_apart = is_cluster(cache.client)
 
     async def write(
         self,
@@ -143,29 +152,59 @@ class BatchWriter:
         ``POST /events`` may have appended to it and invalidated the cached list meanwhile,
         and writing the old list back would serve it until it expires.
         """
-        if not entries and self._checkpoint is None:
-            return {}
+        checkpoint = None if self._checkpoint_apart else self._checkpoint
+        groups = slot_groups(self._cache.client, entries, history_key)
+        if checkpoint is not None and not groups:
+            groups = [[]]  # no list to write: the checkpoint alone
+        written: dict[str, CachedList] = {}
+        for part in await for_each_group(
+            groups,
+            lambda users: self._write_group(
+                {u: entries[u] for u in users}, computed_from, checkpoint, progress
+            ),
+        ):
+            written.update(part)
+        if self._checkpoint_apart and self._checkpoint is not None:
+            async with self._cache.client.pipeline(transaction=True) as pipe:
+                self._checkpoint.queue_advance(pipe, progress, first=self._first)
+                await pipe.execute()
+        self._first = False
+        return written
+
+    async def _write_group(
+        self,
+        entries: dict[str, CachedList],
+        computed_from: Mapping[str, list[str]] | None,
+        checkpoint: Checkpoint | None,
+        progress: Progress,
+    ) -> dict[str, CachedList]:
+        """One transaction: ``entries`` (all in one hash slot on a cluster) and ``checkpoint``'s advance."""
         async with self._cache.client.pipeline(transaction=True) as pipe:
             for _ in range(MAX_WATCH_ATTEMPTS):
                 try:
                     if computed_from is not None and entries:
                         await pipe.watch(*(history_key(user_id) for user_id in entries))
                         entries = await self._unchanged(entries, computed_from)
-                    await self._commit(pipe, entries, progress)
+                    await self._commit(pipe, entries, checkpoint, progress)
                     return entries
                 except WatchError:
                     continue
             logger.warning("histories of %d users kept changing: left to the on-demand path", len(entries))
-            await self._commit(pipe, {}, progress)
+            await self._commit(pipe, {}, checkpoint, progress)
             return {}
 
-    async def _commit(self, pipe: Pipeline, entries: Mapping[str, CachedList], progress: Progress) -> None:
+    async def _commit(
+        self,
+        pipe: RedisPipeline,
+        entries: Mapping[str, CachedList],
+        checkpoint: Checkpoint | None,
+        progress: Progress,
+    ) -> None:
         pipe.multi()
         self._cache.queue_put_many(pipe, entries)
-        if self._checkpoint is not None:
-            self._checkpoint.queue_advance(pipe, progress, first=self._first)
+        if checkpoint is not None:
+            checkpoint.queue_advance(pipe, progress, first=self._first)
         await pipe.execute()
-        self._first = False
 
     async def _unchanged(
         self, entries: dict[str, CachedList], computed_from: Mapping[str, list[str]]

@@ -3,8 +3,9 @@
 A ``Source`` is either an iterable of ``(user_id, history)`` (a histories file, a dataset:
 their histories are stored too, so a later cache miss can be recomputed, and the position in
 the input is the checkpoint) or the history store itself (``Source.from_store()``: SCAN over
-``genrec:hist:*``, the SCAN cursor is the checkpoint), which is how a running deployment
-refreshes all its users.
+``genrec:{*}:hist``, the SCAN cursor is the checkpoint), which is how a running deployment
+refreshes all its users. On a Redis Cluster SCAN runs node by node (each master holds its own
+keys), and the checkpoint is the node and its cursor.
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
-import redis.asyncio as redis
 from pydantic import BaseModel, Field, ValidationError
+from redis.asyncio.cluster import RedisCluster
 
-from service.history import HISTORY_KEY, as_text
+from service.history import as_text
+from service.keys import HISTORY_PATTERN, user_of_history_key
 from service.precompute.checkpoint import Progress
+from service.redis_client import RedisClient
 
 logger = logging.getLogger(__name__)
 
 User = tuple[str, list[str]]
-HISTORY_PREFIX = HISTORY_KEY.format(user_id="")
-STORE_JOB = "store"  # the store's identity in the checkpoint fingerprint
+# The store's identity in the checkpoint fingerprint: the keys it scans, so a cursor into
+# another key scheme (before ``genrec migrate-keys``) is never resumed.
+STORE_JOB = f"store:{HISTORY_PATTERN}"
 # SCAN's cursor is 0 both at the start and at the end of a full iteration; a checkpoint must
 # tell "nothing done" from "all done" (a crash between the last batch and clearing it).
 SCAN_DONE = "done"
@@ -116,7 +121,7 @@ class Batch:
     histories: dict[str, list[str]] | None
 
 
-def batches(client: redis.Redis, source: Source, size: int, start: Progress | None) -> AsyncIterator[Batch]:
+def batches(client: RedisClient, source: Source, size: int, start: Progress | None) -> AsyncIterator[Batch]:
     """The source's batches of about ``size`` users, after ``start`` (an earlier run's progress)."""
     if source.users is None:
         return store_batches(client, size, start)
@@ -135,7 +140,7 @@ async def iterable_batches(users: Iterable[User], size: int, start: Progress | N
         yield Batch([user_id for user_id, _ in batch], str(offset), dict(batch))
 
 
-async def store_batches(client: redis.Redis, size: int, start: Progress | None) -> AsyncIterator[Batch]:
+async def store_batches(client: RedisClient, size: int, start: Progress | None) -> AsyncIterator[Batch]:
     """Batches of the users in the history store, whole SCAN pages at a time (never KEYS).
 
     A batch ends on a page boundary so its position is a SCAN cursor, which resumes exactly:
@@ -145,15 +150,59 @@ async def store_batches(client: redis.Redis, size: int, start: Progress | None) 
     """
     if start is not None and start.position == SCAN_DONE:
         return
-    cursor = int(start.position) if start else 0
+    pages = (
+        _cluster_pages(client, size, start.position if start else None)
+        if isinstance(client, RedisCluster)
+        else _pages(client, size, start.position if start else None)
+    )
     pending: list[str] = []
-    while True:
-        cursor, keys = await client.scan(cursor, match=HISTORY_PREFIX + "*", count=size)
-        pending.extend(as_text(key)[len(HISTORY_PREFIX) :] for key in keys)
-        if cursor == 0:
+    async for keys, position in pages:
+        pending.extend(user for key in keys if (user := user_of_history_key(as_text(key))) is not None)
+        if position == SCAN_DONE:
             if pending:
                 yield Batch(pending, SCAN_DONE, None)
             return
         if len(pending) >= size:
-            yield Batch(pending, str(cursor), None)
+            yield Batch(pending, position, None)
             pending = []
+
+
+Page = tuple[list[bytes | str], str]  # the keys of one SCAN page, and the position after it
+
+
+async def _pages(client: RedisClient, size: int, position: str | None) -> AsyncIterator[Page]:
+    """A single Redis's SCAN pages; the position is the cursor."""
+    cursor = int(position) if position else 0
+    while True:
+        cursor, keys = await client.scan(cursor, match=HISTORY_PATTERN, count=size)
+        yield keys, str(cursor) if cursor else SCAN_DONE
+        if not cursor:
+            return
+
+
+async def _cluster_pages(client: RedisCluster, size: int, position: str | None) -> AsyncIterator[Page]:
+    """A cluster's SCAN pages, one master after the other in name order; the position is
+    ``<master host:port>/<cursor>``. A checkpoint naming a master the cluster no longer has
+    (a failover, a new topology) cannot be resumed: the scan starts over, with a warning."""
+    await client.initialize()
+    masters = sorted(client.get_primaries(), key=lambda node: node.name)
+    names = [node.name for node in masters]
+    first, cursor = 0, 0
+    if position:
+        name, _, at = position.rpartition("/")
+        if name in names:
+            first, cursor = names.index(name), int(at)
+        else:
+            logger.warning(
+                "the checkpoint's master %s is not in the cluster %s: scanning from the start", name, names
+            )
+    for n in range(first, len(masters)):
+        while True:
+            reply = await client.scan(cursor, match=HISTORY_PATTERN, count=size, target_nodes=masters[n])
+            cursors, keys = cast("tuple[dict[str, int], list[bytes | str]]", reply)  # a cursor per node
+            cursor = cursors[names[n]]
+            if cursor:
+                yield keys, f"{names[n]}/{cursor}"
+                continue
+            yield keys, f"{names[n + 1]}/0" if n + 1 < len(masters) else SCAN_DONE
+            break

@@ -13,13 +13,16 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 
 import httpx
+import redis
 from fastapi import FastAPI
+from redis.asyncio.cluster import RedisCluster
 
 from model.catalog import Catalog, CatalogItem
 from model.recommender import RankRequest, Recommender, ScoredItem
 from model.semantic_id import SidScheme
 from service.engine.connect import engine_max_batch
 from service.engine.runner import LocalRecommender
+from service.redis_client import RedisClient, parse_cluster_url
 from service.settings import Settings
 
 NUM_ITEMS = 30
@@ -134,3 +137,22 @@ async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def run_locally(recommender: Recommender, settings: Settings) -> LocalRecommender:
     """``recommender`` run in process as the API runs it: its engine timeout and batch size."""
     return LocalRecommender(recommender, settings.engine_timeout_s, engine_max_batch(settings))
+
+
+def sync_client(url: str) -> redis.Redis | redis.RedisCluster:
+    """A blocking client for ``url``, a Redis server or a ``redis+cluster://`` cluster (for code
+    that runs in a worker thread, as the engine does)."""
+    cluster = parse_cluster_url(url)
+    if cluster is None:
+        return redis.Redis.from_url(url)
+    return redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in cluster.nodes])
+
+
+async def command_calls(client: RedisClient, command: str) -> int:
+    """How many times Redis ran ``command`` (lower case, e.g. "exec"), over every master of a cluster."""
+    if isinstance(client, RedisCluster):
+        per_node = await client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        stats = list(per_node.values())
+    else:
+        stats = [await client.info("commandstats")]
+    return sum(int(node.get(f"cmdstat_{command}", {}).get("calls", 0)) for node in stats)

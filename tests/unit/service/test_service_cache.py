@@ -1,5 +1,5 @@
-"""RecommendationCache against a real Redis: round trip, seen marks, TTL, invalidation to the
-stale key, the history-guarded put, versioned keys, corrupt entries."""
+"""RecommendationCache against a real Redis (and a real cluster): round trip, seen marks, TTL,
+invalidation to the stale key, the history-guarded put, versioned keys, corrupt entries."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import pytest
 import redis.asyncio as redis
 
 from model.recommender import ScoredItem
-from service.cache import CachedList, RecommendationCache, decode_entry, stale_key, topk_key
-from service.history import HistoryStore, history_key
+from service.cache import CachedList, RecommendationCache, decode_entry
+from service.history import HistoryStore
+from service.keys import history_key, stale_key, topk_key
+
+pytestmark = pytest.mark.cluster
 
 ITEMS = [ScoredItem("i3", -0.5), ScoredItem("i1", -1.25), ScoredItem("i7", -2.0)]
 ENTRY = CachedList.of(ITEMS, history=["i9", "i1"])
@@ -43,7 +46,7 @@ async def test_invalidate_keeps_the_list_as_stale_with_its_ttl(
     await cache.put("u1", ENTRY)
     await cache.invalidate("u1")
     assert await cache.get("u1") is None
-    assert cache.stale_key("u1") == stale_key(cache.model_version, "u1") == "genrec:test-v1:stale:u1"
+    assert cache.stale_key("u1") == stale_key(cache.model_version, "u1") == "genrec:{u1}:test-v1:stale"
     assert await cache.parse_stale("u1", await redis_client.get(cache.stale_key("u1"))) == ENTRY
     assert 0 < await redis_client.ttl(cache.stale_key("u1")) <= cache.ttl_s
     await cache.invalidate("nobody")  # no list: nothing to keep, no error
@@ -69,8 +72,8 @@ async def test_model_version_is_in_the_key(redis_client: redis.Redis) -> None:
     old = RecommendationCache(redis_client, "v1", ttl_s=60)
     new = RecommendationCache(redis_client, "v2", ttl_s=60)
     await old.put("u1", ENTRY)
-    assert old.key("u1") == topk_key("v1", "u1") == "genrec:v1:topk:u1"
-    assert await redis_client.exists("genrec:v1:topk:u1") == 1
+    assert old.key("u1") == topk_key("v1", "u1") == "genrec:{u1}:v1:topk"
+    assert await redis_client.exists("genrec:{u1}:v1:topk") == 1
     assert await new.get("u1") is None  # a new model never serves the old model's list
 
 

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from model.catalog import Catalog
 from model.recommender import ScoredItem
-from service.cache import topk_key
 from service.cli import app
 from service.history import HistoryStore
+from service.keys import topk_key
 from service.settings import Settings, get_settings
 
 
@@ -117,6 +117,7 @@ def test_precompute_command_errors_name_the_problem_before_loading_a_model(
     assert f"error: {message}" in result.output
 
 
+@pytest.mark.cluster
 async def test_precompute_command_resumes_an_interrupted_run_and_prints_the_summary(
     cli_env: pytest.MonkeyPatch, tmp_path: Path, catalog: Catalog, redis_client: aredis.Redis
 ) -> None:
@@ -141,6 +142,7 @@ async def test_precompute_command_resumes_an_interrupted_run_and_prints_the_summ
     assert await redis_client.exists(*(topk_key("test-v1", f"u{u}") for u in range(25))) == 25
 
 
+@pytest.mark.cluster
 async def test_precompute_command_from_store_only_stale(
     cli_env: pytest.MonkeyPatch, catalog: Catalog, redis_client: aredis.Redis
 ) -> None:

@@ -1,11 +1,16 @@
-"""HistoryStore against a real Redis: a LIST per user, oldest first; the model input of a history."""
+"""HistoryStore against a real Redis (and a real cluster): a LIST per user, oldest first; the
+model input of a history."""
 
 from __future__ import annotations
 
+import pytest
 import redis.asyncio as redis
 
 from model.catalog import Catalog
-from service.history import HistoryStore, history_key, usable_history
+from service.history import HistoryStore, usable_history
+from service.keys import history_key
+
+pytestmark = pytest.mark.cluster
 
 
 async def test_unknown_user_has_empty_history(history: HistoryStore) -> None:

@@ -1,4 +1,5 @@
-"""RecommendService: cache-aside over the model, the popularity fallback, k handling."""
+"""RecommendService: cache-aside over the model, the popularity fallback, k handling (the tests marked
+``cluster`` also on a Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from service.history import HistoryStore
 from service.settings import Settings
 
 
+@pytest.mark.cluster
 async def test_miss_runs_the_model_then_hits_the_cache(
     service: RecommendService, history: HistoryStore, recommender: HashRecommender, settings: Settings
 ) -> None:
@@ -130,6 +132,7 @@ def test_cache_of_another_model_version_is_refused(
         RecommendService(run_locally(recommender, settings), other, history, settings)
 
 
+@pytest.mark.cluster
 async def test_a_hit_excludes_seen_items_from_the_entry_alone(
     service: RecommendService, history: HistoryStore, cache: RecommendationCache, recommender: HashRecommender
 ) -> None:
@@ -152,6 +155,7 @@ async def test_a_hit_excludes_seen_items_from_the_entry_alone(
     assert everything.items == cached.items[:5]
 
 
+@pytest.mark.cluster
 async def test_model_down_serves_the_stale_list_then_the_fallback(
     catalog: Catalog, cache: RecommendationCache, history: HistoryStore, settings: Settings
 ) -> None:
@@ -181,6 +185,7 @@ async def test_model_down_serves_the_stale_list_then_the_fallback(
     assert fallback.source == "fallback" and fallback.degraded is not None
 
 
+@pytest.mark.cluster
 async def test_an_event_during_a_miss_is_not_undone_by_its_list(
     catalog: Catalog, cache: RecommendationCache, history: HistoryStore, settings: Settings
 ) -> None:

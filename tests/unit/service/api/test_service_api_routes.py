@@ -1,8 +1,12 @@
-"""The v1 API over ASGI on the real Redis: events, histories, items, rank, exclude_seen, the API key."""
+"""The v1 API over ASGI on the real Redis: events, histories, items, rank, exclude_seen, the API key.
+
+The tests marked ``cluster`` run again on a real three-master Redis Cluster (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -15,6 +19,7 @@ from service.local.redis_server import EmbeddedRedis
 from service.settings import Settings
 
 
+@pytest.mark.cluster
 async def test_events_append_history_and_invalidate_the_cached_list(
     client: httpx.AsyncClient, history: HistoryStore, cache: RecommendationCache
 ) -> None:
@@ -40,6 +45,7 @@ async def test_events_append_history_and_invalidate_the_cached_list(
     assert again["items"] != first["items"]
 
 
+@pytest.mark.cluster
 async def test_unknown_items_reject_the_whole_batch_and_record_nothing(
     client: httpx.AsyncClient, history: HistoryStore
 ) -> None:
@@ -105,6 +111,7 @@ async def test_a_body_that_is_not_declared_json_gets_415_saying_so(
     assert "Content-Type: application/json" in response.json()["detail"]
 
 
+@pytest.mark.cluster
 async def test_recommend_excludes_seen_items_unless_asked_not_to(
     client: httpx.AsyncClient, history: HistoryStore
 ) -> None:
@@ -129,6 +136,7 @@ async def test_recommend_excludes_seen_items_unless_asked_not_to(
     assert [item["item_id"] for item in fallback["items"]] == ["i1", "i2", "i3"]
 
 
+@pytest.mark.cluster
 async def test_user_history_and_items(client: httpx.AsyncClient, history: HistoryStore) -> None:
     await history.set_many({"u1": ["i3", "retired", "i5"]})
     body = (await client.get("/v1/users/u1/history")).json()
@@ -177,6 +185,7 @@ async def test_api_key_guards_the_api_but_not_health_or_metrics(
         assert (await http.get("/metrics")).status_code == 200
 
 
+@pytest.mark.cluster
 async def test_a_crashed_engine_degrades_to_the_fallback(
     settings: Settings, history: HistoryStore, recommender: HashRecommender
 ) -> None:
@@ -228,6 +237,7 @@ async def test_redis_restart_mid_traffic_degrades_then_recovers(recommender: Has
         server.stop()
 
 
+@pytest.mark.cluster
 async def test_rank_orders_the_candidates_by_the_model(
     client: httpx.AsyncClient, history: HistoryStore, recommender: HashRecommender
 ) -> None:
@@ -318,6 +328,7 @@ async def test_with_an_api_key_the_docs_follow_docs_public(
             assert (await http.get(path, headers={"X-API-Key": "s3cret"})).status_code == 200
 
 
+@pytest.mark.cluster
 async def test_delete_user_removes_history_and_lists(
     client: httpx.AsyncClient, history: HistoryStore, cache: RecommendationCache
 ) -> None:
@@ -377,6 +388,7 @@ async def test_cors_is_off_by_default_and_a_setting(settings: Settings, recommen
         assert "access-control-allow-origin" not in other.headers
 
 
+@pytest.mark.cluster
 async def test_batch_recommend_answers_each_user_as_the_single_endpoint_does(
     client: httpx.AsyncClient, history: HistoryStore
 ) -> None:
@@ -411,6 +423,7 @@ async def test_batch_recommend_refuses_bad_bodies(
     assert message in response.json()["detail"]
 
 
+@pytest.mark.cluster
 async def test_similar_items_come_from_the_model_and_are_cached(
     client: httpx.AsyncClient, recommender: HashRecommender, cache: RecommendationCache
 ) -> None:
@@ -429,6 +442,7 @@ async def test_similar_items_come_from_the_model_and_are_cached(
     assert (await client.get("/v1/items/i3/similar", params={"k": 0})).status_code == 422
 
 
+@pytest.mark.cluster
 async def test_exclude_filters_every_source_and_k_survives_the_filters(
     client: httpx.AsyncClient, history: HistoryStore, settings: Settings
 ) -> None:
@@ -482,6 +496,7 @@ async def test_category_filters_every_source_by_path_prefix(
         assert refused.status_code == 422 and message in refused.json()["detail"], refused.text
 
 
+@pytest.mark.cluster
 async def test_a_late_event_lands_in_time_order_against_the_stored_history(
     client: httpx.AsyncClient, history: HistoryStore
 ) -> None:
@@ -500,6 +515,7 @@ async def test_a_late_event_lands_in_time_order_against_the_stored_history(
     assert [item["item_id"] for item in shown] == ["i3", "i1", "i4", "i2", "i5"]
 
 
+@pytest.mark.cluster
 async def test_seeded_entries_are_the_oldest_and_stay_aligned(redis_client: object) -> None:
     capped = HistoryStore(redis_client, max_len=4)  # type: ignore[arg-type]
     await capped.seed_many({"u": ["a", "b"]})
@@ -508,3 +524,26 @@ async def test_seeded_entries_are_the_oldest_and_stay_aligned(redis_client: obje
     await capped.append_many({"u": [("d", 10.0), ("e", 60.0)]})
     assert await capped.get_all("u") == ["b", "d", "c", "e"]  # capped at 4, the oldest dropped
     assert await capped.get_times("u") == [0.0, 10.0, 50.0, 60.0]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("user_id", ["a}b", "}", "{x}", "100%7D", "{", "%"])
+async def test_user_ids_with_braces_and_percent_signs_work_end_to_end(
+    client: httpx.AsyncClient, cache: RecommendationCache, user_id: str
+) -> None:
+    """Such ids are escaped inside the hash tag (service/keys.py), never refused, and never mixed
+    up with another user's keys ("100%7D" and "100}" are different users)."""
+    other = user_id.replace("%7D", "}")
+    events = [{"user_id": user_id, "item_id": "i1"}, {"user_id": "u2", "item_id": "i2"}]
+    assert (await client.post("/v1/events", json={"events": events})).status_code == 200
+    assert (await client.get("/v1/recommend", params={"user_id": user_id})).json()["source"] == "model"
+    assert (await client.get("/v1/recommend", params={"user_id": user_id})).json()["source"] == "cache"
+    posted = await client.post("/v1/events", json={"events": [{"user_id": user_id, "item_id": "i3"}]})
+    assert posted.status_code == 200
+    assert await cache.get(user_id) is None  # invalidated, in the events' own transaction
+    history = (await client.get(f"/v1/users/{quote(user_id, safe='')}/history")).json()
+    assert [item["item_id"] for item in history["items"]] == ["i1", "i3"]
+    if other != user_id:
+        assert (await client.get("/v1/recommend", params={"user_id": other})).json()["source"] == "fallback"
+    deleted = await client.delete(f"/v1/users/{quote(user_id, safe='')}")
+    assert deleted.json() == {"user_id": user_id, "history_items": 2, "cached_lists": 1}

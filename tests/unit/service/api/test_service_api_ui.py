@@ -17,6 +17,7 @@ from live_server import live_server
 from service_fakes import HashRecommender
 
 from service.api.app import create_app
+from service.keys import history_key
 from service.local.redis_server import free_port
 from service.settings import Settings
 
@@ -46,7 +47,7 @@ def _items(dom: str, list_id: str) -> list[tuple[str, str]]:
 def page_url(redis_url: str, recommender: HashRecommender) -> str:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()  # a blank Redis, as the async redis_client fixture gives other tests
-    client.rpush("genrec:hist:u1", "i1", "i2")
+    client.rpush(history_key("u1"), "i1", "i2")
     client.close()
     settings = Settings(redis_url=redis_url, max_k=20, default_k=10, history_len=5)
     with live_server(create_app(settings, recommender), free_port()) as url:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from service.keys import history_key
 from service.local.redis_server import EmbeddedRedis, RedisServerError, find_redis_binary, free_port
 
 
@@ -73,7 +74,7 @@ async def test_a_data_directory_keeps_every_accepted_event_across_a_restart(tmp_
         client = redis.Redis.from_url(server.start(port), decode_responses=True)
         for user in ("u0", "u1", "u2"):
             expected = [e["item_id"] for e in events if e["user_id"] == user]
-            assert client.lrange(f"genrec:hist:{user}", 0, -1) == expected
+            assert client.lrange(history_key(user), 0, -1) == expected
         client.close()
     finally:
         server.stop()

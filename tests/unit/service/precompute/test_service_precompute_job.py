@@ -1,5 +1,7 @@
 """The precompute job on a real Redis: batches, resume from the checkpoint, only-stale, the store,
-and ``run_precompute`` from the settings.
+and ``run_precompute`` from the settings. The tests marked ``cluster`` run again on a real
+three-master Redis Cluster, where a batch is one transaction per hash slot and the checkpoint
+is written after them (service/precompute/checkpoint.py).
 
 The engine is the in-test HashRecommender (deterministic per history); a subclass fails or
 blocks on a chosen call to stand in for an engine error or a Ctrl-C mid-run.
@@ -14,16 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aredis
-from service_fakes import HashRecommender, open_client
+from redis.exceptions import RedisError
+from service_fakes import HashRecommender, command_calls, open_client, sync_client
 
 from model.catalog import Catalog
 from model.recommender import ScoredItem
 from service.api.app import create_app
-from service.cache import CachedList, RecommendationCache, decode_entry, topk_key
-from service.history import HistoryStore, history_key, usable_history
-from service.precompute.checkpoint import CHECKPOINT_KEY, job_fingerprint
+from service.cache import CachedList, RecommendationCache, decode_entry
+from service.history import HistoryStore, usable_history
+from service.keys import checkpoint_key as key_of_checkpoint
+from service.keys import history_key, topk_key
+from service.precompute.checkpoint import Checkpoint, job_fingerprint
 from service.precompute.job import PrecomputeFailed, PrecomputeSummary, precompute, run_precompute
 from service.precompute.sources import STORE_JOB, Source
 from service.settings import Settings
@@ -70,7 +74,7 @@ class HistoryChangingRecommender(HashRecommender):
         self._user_id = user_id
 
     def recommend(self, histories: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
-        with redis.Redis.from_url(self._url) as client:
+        with sync_client(self._url) as client:
             client.rpush(history_key(self._user_id), "i29")
         return super().recommend(histories, k)
 
@@ -87,11 +91,6 @@ def engine_saw(recommender: HashRecommender) -> list[list[str]]:
 def expected_entry(recommender: HashRecommender, history: list[str], k: int, history_len: int) -> CachedList:
     known, _ = usable_history(history, recommender.catalog, history_len)
     return CachedList.of(recommender.top_k(known, k), history)
-
-
-async def exec_calls(client: aredis.Redis) -> int:
-    stats = await client.info("commandstats")
-    return int(stats.get("cmdstat_exec", {}).get("calls", 0))
 
 
 async def run(
@@ -121,7 +120,7 @@ async def run(
 
 
 def checkpoint_key(k: int = 20, job: str = JOB) -> str:
-    return CHECKPOINT_KEY.format(model_version="test-v1", fingerprint=job_fingerprint(job, k, 5))
+    return key_of_checkpoint("test-v1", job_fingerprint(job, k, 5))
 
 
 async def test_precompute_caches_every_user_one_engine_call_and_one_transaction_per_batch(
@@ -131,19 +130,20 @@ async def test_precompute_caches_every_user_one_engine_call_and_one_transaction_
     history: HistoryStore,
 ) -> None:
     users = make_users(23)
-    execs = await exec_calls(redis_client)
+    execs = await command_calls(redis_client, "exec")
     summary = await run(recommender, users, cache, history, job=None)
     assert (summary.users, summary.batches, summary.cached, summary.skipped_users) == (23, 3, 23, 0)
     assert summary.users_per_s > 0
     assert [len(call) for call in recommender.calls] == [10, 10, 3]  # one model call per batch
     # Per batch one script merges the histories and one MULTI writes the lists (+ checkpoint).
-    assert await exec_calls(redis_client) - execs == 3
+    assert await command_calls(redis_client, "exec") - execs == 3
     for user_id, items in users:
         # Read back through the cache's own reader: precompute writes the format it parses.
         assert await cache.get(user_id) == expected_entry(recommender, items, 20, 5)
         assert await history.get(user_id, 100) == items
 
 
+@pytest.mark.cluster
 async def test_users_without_known_items_are_stored_not_modelled(
     cache: RecommendationCache, recommender: HashRecommender, history: HistoryStore
 ) -> None:
@@ -156,6 +156,7 @@ async def test_users_without_known_items_are_stored_not_modelled(
     assert await history.get("b", 10) == ["nope", "never"]
 
 
+@pytest.mark.cluster
 async def test_resume_after_an_engine_failure_redoes_nothing_and_skips_no_one(
     redis_client: aredis.Redis,
     catalog: Catalog,
@@ -190,6 +191,47 @@ async def test_resume_after_an_engine_failure_redoes_nothing_and_skips_no_one(
     assert len(engine_saw(again)) == 50
 
 
+@pytest.mark.cluster
+async def test_a_checkpoint_write_that_fails_leaves_it_behind_its_lists_never_ahead(
+    redis_url: str,
+    redis_client: aredis.Redis,
+    catalog: Catalog,
+    cache: RecommendationCache,
+    history: HistoryStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis fails as the second batch's checkpoint is written. On a single Redis the lists
+    share its transaction and are not written either; on a cluster they were written before it
+    (they are in other hash slots), so the checkpoint lags one batch, which the resumed run
+    writes again, to the same lists."""
+    users = make_users(30)
+    advance = Checkpoint.queue_advance
+    calls = []
+
+    def fail_second(self: Checkpoint, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RedisError("connection lost")
+        advance(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Checkpoint, "queue_advance", fail_second)
+    with pytest.raises(PrecomputeFailed, match="connection lost"):
+        await run(HashRecommender(catalog), users, cache, history)
+    monkeypatch.setattr(Checkpoint, "queue_advance", advance)
+    assert await redis_client.hget(checkpoint_key(), "users_done") == b"10"
+    written = [await cache.get(u) is not None for u, _ in users]
+    batches_written = 2 if redis_url.startswith("redis+cluster://") else 1
+    assert written == [True] * 10 * batches_written + [False] * (30 - 10 * batches_written)
+
+    healthy = HashRecommender(catalog)
+    summary = await run(healthy, users, cache, history)
+    assert (summary.resumed, summary.cached) == (10, 20)
+    assert engine_saw(healthy) == [items for _, items in users[10:]]
+    for user_id, items in users:
+        assert await cache.get(user_id) == expected_entry(healthy, items, 20, 5)
+
+
+@pytest.mark.cluster
 async def test_a_cancelled_run_resumes_after_the_last_written_batch(
     catalog: Catalog, cache: RecommendationCache, history: HistoryStore
 ) -> None:
@@ -210,6 +252,7 @@ async def test_a_cancelled_run_resumes_after_the_last_written_batch(
     assert all([await cache.get(u) is not None for u, _ in users])
 
 
+@pytest.mark.cluster
 async def test_restart_ignores_the_checkpoint_and_k_is_part_of_the_job(
     redis_client: aredis.Redis, catalog: Catalog, cache: RecommendationCache, history: HistoryStore
 ) -> None:
@@ -230,6 +273,7 @@ async def test_restart_ignores_the_checkpoint_and_k_is_part_of_the_job(
     assert not await redis_client.exists(checkpoint_key())
 
 
+@pytest.mark.cluster
 async def test_only_stale_skips_fresh_users_and_recomputes_invalidated_ones(
     redis_client: aredis.Redis,
     recommender: HashRecommender,
@@ -242,19 +286,20 @@ async def test_only_stale_skips_fresh_users_and_recomputes_invalidated_ones(
         await cache.invalidate(user_id)
     newcomers = make_users(2, prefix="new")
     recommender.calls.clear()
-    exists_before = (await redis_client.info("commandstats"))["cmdstat_exists"]["calls"]
+    exists_before = await command_calls(redis_client, "exists")
 
     summary = await run(recommender, users + newcomers, cache, history, job=None, only_stale=True)
     assert (summary.users, summary.skipped_fresh, summary.cached) == (22, 17, 5)
     assert summary.users == summary.skipped_fresh + summary.cached + summary.skipped_users + summary.changed
     stale = [items for user_id, items in users + newcomers if user_id in {"u3", "u11", "u17", "new0", "new1"}]
     assert sorted(engine_saw(recommender)) == sorted(stale)
-    assert (await redis_client.info("commandstats"))["cmdstat_exists"]["calls"] - exists_before == 22
+    assert await command_calls(redis_client, "exists") - exists_before == 22
     for user_id, items in users + newcomers:
         assert await cache.get(user_id) == expected_entry(recommender, items, 20, 5)
     assert "17 skipped as fresh" in summary.describe()
 
 
+@pytest.mark.cluster
 async def test_from_store_covers_every_stored_user_over_many_scan_pages(
     redis_client: aredis.Redis,
     recommender: HashRecommender,
@@ -263,11 +308,12 @@ async def test_from_store_covers_every_stored_user_over_many_scan_pages(
 ) -> None:
     users = make_users(50, prefix="a") + make_users(50, prefix="b") + make_users(50, prefix="c")
     await history.set_many(dict(users))
-    await redis_client.set("genrec:other-v0:topk:zz", "[]")  # not a history: never scanned in
-    scans = (await redis_client.info("commandstats")).get("cmdstat_scan", {}).get("calls", 0)
+    await redis_client.set(topk_key("other-v0", "zz"), "[]")  # not a history: never scanned in
+    await redis_client.rpush("genrec:hist:old", "i1")  # a key of the scheme before migrate-keys: neither
+    scans = await command_calls(redis_client, "scan")
 
     summary = await run(recommender, Source.from_store(), cache, history, batch_size=16)
-    assert (await redis_client.info("commandstats"))["cmdstat_scan"]["calls"] - scans > 1
+    assert await command_calls(redis_client, "scan") - scans > 1
     assert summary.batches > 1
     assert summary.cached >= 150  # SCAN may return a key twice, never misses one
     assert {tuple(h) for h in engine_saw(recommender)} == {tuple(items[-5:]) for _, items in users}
@@ -278,6 +324,7 @@ async def test_from_store_covers_every_stored_user_over_many_scan_pages(
     assert not await redis_client.exists(checkpoint_key(job=STORE_JOB))
 
 
+@pytest.mark.cluster
 async def test_from_store_resumes_from_the_scan_cursor(
     catalog: Catalog, cache: RecommendationCache, history: HistoryStore
 ) -> None:
@@ -297,6 +344,7 @@ async def test_from_store_resumes_from_the_scan_cursor(
         assert await cache.get(user_id) == expected_entry(healthy, items, 20, 5)
 
 
+@pytest.mark.cluster
 async def test_from_store_does_not_write_over_a_history_that_changed_meanwhile(
     redis_url: str, catalog: Catalog, cache: RecommendationCache, history: HistoryStore
 ) -> None:
@@ -310,6 +358,7 @@ async def test_from_store_does_not_write_over_a_history_that_changed_meanwhile(
     assert await cache.get("u4") is not None
 
 
+@pytest.mark.cluster
 async def test_a_histories_file_never_erases_events_the_api_accepted(
     recommender: HashRecommender, cache: RecommendationCache, history: HistoryStore, settings: Settings
 ) -> None:
@@ -331,6 +380,7 @@ async def test_a_histories_file_never_erases_events_the_api_accepted(
         assert await cache.get("a") == expected_entry(recommender, ["i7"], 20, 5)
 
 
+@pytest.mark.cluster
 async def test_events_landing_during_a_file_run_are_kept_and_their_user_left_to_on_demand(
     redis_url: str, catalog: Catalog, cache: RecommendationCache, history: HistoryStore
 ) -> None:
@@ -347,6 +397,7 @@ async def test_events_landing_during_a_file_run_are_kept_and_their_user_left_to_
     assert await cache.get("u3") == expected_entry(healthy, [*dict(users)["u3"], "i29"], 20, 5)
 
 
+@pytest.mark.cluster
 async def test_seeding_respects_the_history_cap(redis_client: aredis.Redis) -> None:
     capped = HistoryStore(redis_client, max_len=3)
     assert await capped.seed_many({"u": ["i1", "i2", "i3", "i4"]}) == 0
@@ -357,6 +408,7 @@ async def test_seeding_respects_the_history_cap(redis_client: aredis.Redis) -> N
     assert await capped.get_all("u") == ["i3", "i4", "i5"]
 
 
+@pytest.mark.cluster
 async def test_precomputed_lists_are_served_from_cache_and_match_on_demand(
     cache: RecommendationCache, recommender: HashRecommender, history: HistoryStore, settings: Settings
 ) -> None:
@@ -375,17 +427,15 @@ async def test_precomputed_lists_are_served_from_cache_and_match_on_demand(
     assert [i["item_id"] for i in fresh["items"]] == [i["item_id"] for i in cached["items"]]
 
 
+@pytest.mark.cluster
 def test_run_precompute_fills_redis(tmp_path: Path, redis_url: str, recommender: HashRecommender) -> None:
     users = [("u1", ["i1", "i2"]), ("u2", ["i3"])]
     settings = Settings(redis_url=redis_url, max_k=20, cache_ttl_s=60)
     summary = run_precompute(settings, Source(users, None), 5, 8, recommender=recommender)
     assert (summary.users, summary.cached, summary.batches) == (2, 2, 1)
-    client = redis.Redis.from_url(redis_url)
-    try:
+    with sync_client(redis_url) as client:
         raw = client.get(topk_key(recommender.model_version, "u1"))
-        assert raw is not None and len(decode_entry(raw).items) == 5
-    finally:
-        client.close()
+    assert isinstance(raw, bytes) and len(decode_entry(raw).items) == 5
 
 
 def test_run_precompute_needs_redis_url_and_valid_k(recommender: HashRecommender, redis_url: str) -> None:
