@@ -15,6 +15,10 @@ import functools
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +49,13 @@ def cpu_bf16_flag() -> bool:
     return bool(cpu_flags() & BF16_FLAGS)
 
 
-def _matmul_seconds(dtype: object, reps: int = 3) -> float:
+def _matmul_seconds(dtype: torch.dtype, reps: int = 3) -> float:
     """Best of ``reps`` timed PROBE_SIZE^2 matmuls in ``dtype``, after one warm-up."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=generator).to(dtype)  # type: ignore[arg-type]
-    b = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=generator).to(dtype)  # type: ignore[arg-type]
+    a = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=generator).to(dtype)
+    b = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=generator).to(dtype)
     a @ b
     best = float("inf")
     for _ in range(reps):
