@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
 from model.catalog import Catalog  # noqa: E402
-from model.cpu_features import cpu_has_bf16  # noqa: E402
+from model.cpu_features import bf16_matmul_speedup, cpu_bf16_flag, cpu_has_bf16  # noqa: E402
 from model.trie import CompiledTrie  # noqa: E402
 from training.adapters import stage1_model  # noqa: E402
 from training.base_model import (  # noqa: E402
@@ -156,7 +156,9 @@ def main() -> None:
             del model
     emit(
         {
-            "cpu_bf16": cpu_has_bf16(),
+            "cpu_bf16_flag": cpu_bf16_flag(),
+            "bf16_matmul_speedup": round(bf16_matmul_speedup(), 2),
+            "auto_precision": "bf16" if cpu_has_bf16() else "fp32",
             "threads": torch.get_num_threads(),
             "steps": args.steps,
             "rows": rows,
