@@ -14,7 +14,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
@@ -23,6 +22,7 @@ from service.local.redis_server import (
     PING_INTERVAL_S,
     EmbeddedRedis,
     RedisServerError,
+    StartsAndStops,
     find_redis_binary,
     free_port,
 )
@@ -75,7 +75,7 @@ def free_node_port() -> int:
     raise RedisServerError(f"no free port pair (port, port + {BUS_PORT_OFFSET}) in {PORT_ATTEMPTS} attempts")
 
 
-class EmbeddedRedisCluster:
+class EmbeddedRedisCluster(StartsAndStops):
     """Three cluster-enabled redis-servers joined into one cluster; ``with EmbeddedRedisCluster() as url:``.
 
     ``url`` is ``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3``, the form REDIS_URL
@@ -153,11 +153,3 @@ class EmbeddedRedisCluster:
         if self.url is not None:
             logger.info("embedded Redis Cluster at %s stopped", self.url)
         self.url = None
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -59,7 +59,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedRedis:
+class StartsAndStops:
+    """``with server as url:`` for anything with ``start() -> url`` and ``stop()``: the one
+    context-manager protocol of the embedded servers (single Redis and cluster alike)."""
+
+    def start(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedRedis(StartsAndStops):
     """A redis-server bound to 127.0.0.1; use ``with EmbeddedRedis() as url:``.
 
     Persistent (AOF) in ``data_dir`` when given, else in a scratch directory removed on stop.
@@ -170,14 +189,6 @@ class EmbeddedRedis:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _tail(log_path: Path) -> str:
