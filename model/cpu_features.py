@@ -15,10 +15,6 @@ import functools
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -49,28 +45,32 @@ def cpu_bf16_flag() -> bool:
     return bool(cpu_flags() & BF16_FLAGS)
 
 
-def _matmul_seconds(dtype: torch.dtype, reps: int = 3) -> float:
-    """Best of ``reps`` timed PROBE_SIZE^2 matmuls in ``dtype``, after one warm-up."""
-    import torch
-
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=generator).to(dtype)
-    b = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=generator).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return best
+PROBE_REPS = 5
 
 
 @functools.cache
 def bf16_matmul_speedup() -> float:
-    """fp32 time over bf16 time of the same matmul on this CPU (>1: bf16 is faster); ~0.1 s."""
+    """fp32 time over bf16 time of the same PROBE_SIZE^2 matmul on this CPU (>1: bf16 is
+    faster); ~0.2 s.
+
+    The two precisions are timed alternately, best of PROBE_REPS each, so a burst of load from
+    another process slows both alike instead of tipping the choice (timing all of one, then all
+    of the other, let a loaded machine flip it).
+    """
     import torch
 
-    return _matmul_seconds(torch.float32) / _matmul_seconds(torch.bfloat16)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=generator)
+    b = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=generator)
+    pairs = {dtype: (a.to(dtype), b.to(dtype)) for dtype in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(pairs, float("inf"))
+    for rep in range(PROBE_REPS + 1):  # the first round warms up
+        for dtype, (x, y) in pairs.items():
+            started = time.perf_counter()
+            x @ y
+            if rep:
+                best[dtype] = min(best[dtype], time.perf_counter() - started)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 @functools.cache

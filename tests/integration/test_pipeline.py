@@ -68,10 +68,12 @@ def bundle(workdir: Path) -> ArtifactBundle:
 
 @pytest.fixture(scope="module")
 def settings(workdir: Path, redis_url: str) -> Settings:
-    # cache_extra 0: the engine's beam is K, the width the references below search with
+    # cache_extra 0: the engine's beam is K, the width the references below search with;
+    # float32: the references below score in fp32, and ``auto`` is bf16 where that measures faster
     return Settings(
-        redis_url=redis_url, artifacts=workdir / "artifacts" / "current", max_k=K, default_k=K, cache_extra=0
-    )
+        redis_url=redis_url, artifacts=workdir / "artifacts" / "current", max_k=K, default_k=K,
+        cache_extra=0, engine_dtype="float32",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
