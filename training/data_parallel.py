@@ -58,6 +58,8 @@ class DataParallel:
         self.accelerator = accelerator
         self.size = 1 if accelerator is None else int(accelerator.num_processes)
         self.rank = 0 if accelerator is None else int(accelerator.process_index)
+        # where the collectives' own tensors live: NCCL reduces CUDA tensors only
+        self.collective_device = torch.device("cpu" if accelerator is None else accelerator.device)
 
     @property
     def is_main(self) -> bool:
@@ -87,7 +89,8 @@ class DataParallel:
         """``value`` summed over the processes (labelled tokens of a global batch)."""
         if not self.distributed:
             return value
-        return int(self._sum(torch.tensor([value], dtype=torch.long)).item())
+        count = torch.tensor([value], dtype=torch.long, device=self.collective_device)
+        return int(self._sum(count).item())
 
     def sum_float(self, value: torch.Tensor) -> float:
         """A scalar tensor summed over the processes, as a float (the global batch's loss)."""

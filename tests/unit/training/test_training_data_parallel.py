@@ -61,7 +61,7 @@ def test_slices_of_a_global_batch_cover_it_once_in_order() -> None:
     batch = list(range(7))
     for world in (1, 2, 3, 8):
         slices = [
-            DataParallel(SimpleNamespace(num_processes=world, process_index=r)).shard(batch)
+            DataParallel(SimpleNamespace(num_processes=world, process_index=r, device="cpu")).shard(batch)
             for r in range(world)
         ]
         assert [x for s in slices for x in s] == batch
