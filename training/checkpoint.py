@@ -38,6 +38,7 @@ class StageState:
     tokens: int = 0
     train_s: float = 0.0
     loss_ema: float | None = None
+    losses: list[float] = field(default_factory=list)  # each optimizer step's loss
     val_curve: list[dict[str, float]] = field(default_factory=list)
     best_metric: float | None = None
     best_step: int | None = None

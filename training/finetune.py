@@ -11,7 +11,9 @@ with a cosine learning rate decaying to 0, then merges again into a plain checkp
 :func:`train` is the script over the parts: the examples (``training.run_data``), the starting
 model (``training.run_model``), the optimizer loop with validation and early stopping
 (``training.trainer``), resumable checkpoints (``training.checkpoint``) and the report
-(``training.run_report``).
+(``training.run_report``). Launched as several processes (``accelerate launch``) it trains
+data-parallel (``training.data_parallel``): every process trains, the main one alone builds
+the base model and writes checkpoints, the merged model and the report.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from training.adapters import merge, save_merged, stage1_model, with_lora
 from training.base_model import sid_token_ids
 from training.checkpoint import CHECKPOINT_DIR, Checkpoints, StageState
 from training.data import InteractionData
-from training.devices import training_device
+from training.data_parallel import DataParallel, data_parallel
 from training.dropout import add_dropout
 from training.run_data import EncodedRun, encode_run, sample_tasks
 from training.run_model import StartingModel, base_model_path, codebooks_file, starting_model
@@ -63,6 +65,7 @@ class _Stages:
     start: StartingModel
     run: EncodedRun
     validator: Validator | None
+    world: DataParallel
 
     def main(self, checkpoint: dict[str, Any] | None, interrupt_after: int | None) -> tuple[StageState, Any]:
         """Stage 1 (resumed from ``checkpoint`` if given), ending on the best validated weights."""
@@ -108,7 +111,7 @@ class _Stages:
     ) -> tuple[StageState, PreTrainedModel]:
         """A fresh LoRA on the merged stage 1, trained on next-item with a cosine decay, merged."""
         config, start = self.config, self.start
-        if checkpoint is None and config.checkpoint_every:
+        if checkpoint is None and config.checkpoint_every and self.world.is_main:
             save_merged(
                 stage1, start.tokenizer, self.out_dir / STAGE1_DIR
             )  # what a resumed anneal starts from
@@ -140,6 +143,27 @@ def train(
     step's checkpoint of stage ``interrupt_stage`` (``main`` or ``anneal``; to test resuming).
     """
     started = time.perf_counter()
+    world = data_parallel(config.device)
+    try:
+        return _train(
+            data, tokenizer_dir, out_dir, config, world, resume, interrupt_after, interrupt_stage, started
+        )
+    finally:
+        world.close()
+
+
+def _train(
+    data: InteractionData,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    world: DataParallel,
+    resume: bool,
+    interrupt_after: int | None,
+    interrupt_stage: str,
+    started: float,
+) -> Path:
+    """:func:`train` in one of the run's processes (``world``)."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     catalog = Catalog.load(tokenizer_dir / RUN_CATALOG)
@@ -147,24 +171,27 @@ def train(
         codebooks_file(tokenizer_dir)  # fail before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(out_dir / CHECKPOINT_DIR, config)
-    checkpoint = checkpoints.start(resume)
+    # a fresh run's old checkpoints are removed by the main process alone
+    checkpoint = checkpoints.start(resume) if resume or world.is_main else None
 
     samples = sample_tasks(data, catalog, tokenizer_dir, config)
-    base_path = base_model_path(config, out_dir / "base", samples.examples, samples.mixture, catalog)
-    device = training_device(config.device)
+    base_path = world.from_main(
+        lambda: base_model_path(config, out_dir / "base", samples.examples, samples.mixture, catalog)
+    )
+    device = world.device(config.device)
     start = starting_model(base_path, config, catalog, tokenizer_dir)
     run = encode_run(data, samples, catalog, start.tokenizer, config)
     trie = CompiledTrie.load(tokenizer_dir / RUN_TRIE)
     validator = None
-    if config.val_every:
+    if config.val_every and world.is_main:
         validator = Validator(validation_sample(data, config), catalog, trie, start.tokenizer, config, device)
     loss_vocab = start.sid_ids if config.loss_vocab == "sid" else None
     trie_targets = None
     if config.loss_vocab in ("trie", "sid+trie"):
         trie_targets = TrieTargets.build(sid_token_ids(start.tokenizer, catalog.scheme), trie, device)
     pad_id = int(start.tokenizer.pad_token_id)
-    trainer = Trainer(config, checkpoints, device, pad_id, loss_vocab, trie_targets)
-    stages = _Stages(config, out_dir, trainer, start, run, validator)
+    trainer = Trainer(config, checkpoints, device, pad_id, loss_vocab, trie_targets, world)
+    stages = _Stages(config, out_dir, trainer, start, run, validator, world)
 
     resume_stage = checkpoint["state"]["stage"] if checkpoint is not None else None
     if checkpoint is not None and resume_stage == ANNEAL:
@@ -178,6 +205,9 @@ def train(
         anneal_state, merged = stages.anneal(merged, main_state, anneal_checkpoint, anneal_interrupt)
 
     merged_dir = out_dir / MERGED_DIR
+    if not world.is_main:
+        world.barrier()  # returns once the main process has written the run directory
+        return merged_dir
     save_merged(merged, start.tokenizer, merged_dir)
     shutil.rmtree(out_dir / STAGE1_DIR, ignore_errors=True)
     shutil.copy(tokenizer_dir / RUN_CATALOG, out_dir / RUN_CATALOG)
@@ -195,4 +225,5 @@ def train(
         final_loss,
         merged_dir,
     )
+    world.barrier()
     return merged_dir

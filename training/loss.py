@@ -26,7 +26,29 @@ def token_loss(
     also_plain: bool = False,
     embedding_dropout: float = 0.0,
 ) -> torch.Tensor:
-    """Mean next-token cross-entropy over every labelled position of a :func:`collate_left` batch.
+    """Mean next-token cross-entropy over every labelled position of a :func:`collate_left` batch
+    (:func:`token_loss_sum` divided by its count of labelled positions)."""
+    total, count = token_loss_sum(
+        model, inputs, vocab_ids=vocab_ids, trie=trie, also_plain=also_plain,
+        embedding_dropout=embedding_dropout,
+    )  # fmt: skip
+    return total / max(count, 1)
+
+
+def token_loss_sum(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    *,
+    vocab_ids: torch.Tensor | None = None,
+    trie: TrieTargets | None = None,
+    also_plain: bool = False,
+    embedding_dropout: float = 0.0,
+) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over the labelled positions, and how many there are.
+
+    The sum, not the mean, is what data-parallel training needs: each process's slice of a
+    global batch is divided by the labelled positions of the whole batch
+    (``training.data_parallel``).
 
     Only the labelled positions go through the LM head (a packed sequence labels ~4/5 of its
     tokens, a prompt example only its answer). With ``vocab_ids`` the softmax runs over those
@@ -55,8 +77,9 @@ def token_loss(
         raise ValueError("a training batch has no labelled position")
     if trie is not None:
         vocab_ids = trie.ids
+    count = int(targets.numel())
     if vocab_ids is None:
-        return torch.nn.functional.cross_entropy(head(states).float(), targets)
+        return torch.nn.functional.cross_entropy(head(states).float(), targets, reduction="sum"), count
     size = max(int(targets.max()), int(vocab_ids.max())) + 1
     lookup = torch.full((size,), -1, dtype=torch.long, device=targets.device)
     lookup[vocab_ids] = torch.arange(len(vocab_ids), device=targets.device)
@@ -83,4 +106,4 @@ def token_loss(
         total = total + torch.nn.functional.cross_entropy(
             head(states[rest]).float(), targets[rest], reduction="sum"
         )
-    return total / max(int(targets.numel()), 1)
+    return total, count

@@ -1,7 +1,7 @@
 """``train_report.json``: what a fine-tuning run did, for export's manifest, benchmarks and people.
 
-It records the config, the examples per task, the steps, losses, throughput and validation
-curve of each stage, where the run resumed and how it stopped.
+It records the config, the examples per task, the steps, losses (each step's, and their moving
+average), throughput and validation curve of each stage, where the run resumed and how it stopped.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def run_report(
         "steps": main.step,
         "final_loss_ema": anneal.loss_ema if anneal is not None else main.loss_ema,
         "main_loss_ema": main.loss_ema,
+        "loss_curve": list(main.losses),
         "tokens": main.tokens,
         "tokens_per_s": _tokens_per_s(main),
         "train_s": round(main.train_s, 2),
@@ -55,6 +56,7 @@ def run_report(
         else {
             "steps": anneal.step,
             "loss_ema": anneal.loss_ema,
+            "loss_curve": list(anneal.losses),
             "tokens": anneal.tokens,
             "tokens_per_s": _tokens_per_s(anneal),
         },

@@ -4,6 +4,10 @@ Its settings options are derived from :class:`training.train_config.TrainConfig`
 (``training.config_options``): a new field is a new option, with the field's help and default.
 Options override the ``--config`` file's values; ``--task NAME=WEIGHT`` sets the mixture, and
 ``--lora-r R`` also makes ``lora_alpha`` 2 R unless the file or ``--lora-alpha`` sets it.
+
+Under ``accelerate launch --multi_gpu --num_processes N ... -m genrec_cli train ...`` every
+process runs this command and trains data-parallel (``training.data_parallel``); only the main
+process writes the run directory and prints where the merged model is.
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ def train(
 ) -> None:
     """LoRA fine-tune the base LLM on the task mixture (next-item by default), optionally anneal, merge."""
     from training.base_model import TINY, resolve_base_model
+    from training.data_parallel import is_main_process
     from training.finetune import RUN_CATALOG, RUN_TRIE
     from training.finetune import train as run_train
     from training.train_config import SCRATCH
@@ -118,7 +123,8 @@ def train(
         if not resume:
             raise
         raise typer.BadParameter(str(exc), param_hint="--resume") from exc
-    typer.echo(f"merged model saved to {merged_dir}")
+    if is_main_process():
+        typer.echo(f"merged model saved to {merged_dir}")
 
 
 # typer reads the signature: the fixed parameters above, then one option per TrainConfig field.

@@ -21,9 +21,10 @@ from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_wi
 from model.progress import progress
 from training.batches import collate_left, length_bucketed_batches
 from training.checkpoint import Checkpoints, StageState, restore
+from training.data_parallel import DataParallel
 from training.devices import autocast_for
 from training.encoding import Encoded
-from training.loss import token_loss
+from training.loss import token_loss_sum
 from training.train_config import TrainConfig
 from training.trie_loss import TrieTargets
 from training.validation import Validator
@@ -69,7 +70,11 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, plan: StagePlan) -> Any:
 
 
 class Trainer:
-    """Runs one stage's optimizer loop with checkpoints, validation and early stopping."""
+    """Runs one stage's optimizer loop with checkpoints, validation and early stopping.
+
+    With several processes (``world``) each trains on its slice of every global batch; only the
+    main process validates and writes checkpoints (``training.data_parallel``).
+    """
 
     def __init__(
         self,
@@ -79,8 +84,10 @@ class Trainer:
         pad_id: int,
         loss_vocab: list[int] | None = None,
         trie: TrieTargets | None = None,
+        world: DataParallel | None = None,
     ) -> None:
         self.config = config
+        self.world = world or DataParallel()
         self.checkpoints = checkpoints
         self.device = device
         self.pad_id = pad_id
@@ -107,9 +114,14 @@ class Trainer:
         if resume is not None:
             state = restore(resume, model, optimizer, scheduler)
             logger.info("resumed stage %s at step %d (epoch %d)", plan.stage, state.step, state.epoch)
+        self.world.broadcast_weights(model)
         model.train()
         bar = progress(
-            total=plan.total_steps, initial=state.step, desc=f"fine-tune {plan.stage}", unit="step"
+            total=plan.total_steps,
+            initial=state.step,
+            desc=f"fine-tune {plan.stage}",
+            unit="step",
+            disable=not self.world.is_main,
         )
         stop = state.step >= plan.total_steps or state.stopped in ("early_stop", "time_budget")
         try:
@@ -141,22 +153,28 @@ class Trainer:
         return state
 
     def _backward(self, model: torch.nn.Module, batch: list[Encoded], state: StageState) -> torch.Tensor:
-        """One micro-batch's loss (scaled for gradient accumulation), back-propagated."""
+        """This process's share of one micro-batch's loss (scaled for gradient accumulation),
+        back-propagated: its slice's summed loss over the whole batch's labelled positions."""
         config, device = self.config, self.device
-        cpu = collate_left(batch, self.pad_id)
-        state.tokens += int(cpu["attention_mask"].sum())
-        inputs = {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
-        with autocast_for(device, config.precision):
-            loss = token_loss(
-                model,
-                inputs,
-                vocab_ids=self.loss_vocab,
-                trie=self.trie,
-                also_plain=config.loss_vocab == "sid+trie",
-                embedding_dropout=config.embedding_dropout,
-            )
-            loss = loss / config.grad_accum
-        loss.backward()
+        state.tokens += sum(len(e.input_ids) for e in batch)  # the real tokens of the global batch
+        mine = self.world.shard(batch)
+        total, count = torch.zeros((), device=device), 0
+        if mine:  # a batch smaller than the world leaves some processes nothing
+            cpu = collate_left(mine, self.pad_id)
+            inputs = {k: v.to(device, non_blocking=True) for k, v in cpu.items()}
+            with autocast_for(device, config.precision):
+                total, count = token_loss_sum(
+                    model,
+                    inputs,
+                    vocab_ids=self.loss_vocab,
+                    trie=self.trie,
+                    also_plain=config.loss_vocab == "sid+trie",
+                    embedding_dropout=config.embedding_dropout,
+                )
+        loss = total / max(self.world.sum_int(count), 1)
+        loss = loss / config.grad_accum
+        if loss.requires_grad:
+            loss.backward()
         state.micro += 1
         return loss
 
@@ -169,12 +187,14 @@ class Trainer:
         state: StageState,
         started: float,
     ) -> None:
+        self.world.sync_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        value = float(loss.detach()) * self.config.grad_accum
+        value = self.world.sum_float(loss.detach()) * self.config.grad_accum
+        state.losses.append(value)
         state.loss_ema = value if state.loss_ema is None else 0.95 * state.loss_ema + 0.05 * value
         state.train_s += time.perf_counter() - started
 
@@ -186,16 +206,21 @@ class Trainer:
         optimizers: tuple[Any, Any],
         extra: dict[str, Any],
     ) -> bool:
-        """Time budget, validation and checkpoint after an optimizer step; True when the stage ends."""
+        """Time budget, validation and checkpoint after an optimizer step; True when the stage ends.
+
+        The main process decides (its clock, its validation) and every process follows."""
         config = self.config
         done = state.step >= plan.total_steps
-        if plan.max_train_s is not None and state.train_s >= plan.max_train_s and not done:
-            state.stopped, done = "time_budget", True
-        every, validator = config.val_every, plan.validator
-        validate_now = validator is not None and every and (state.step % every == 0 or done)
-        if validate_now and validator is not None and self.validate(model, validator, state):
-            state.stopped, done = "early_stop", True
-        if config.checkpoint_every and (state.step % config.checkpoint_every == 0 or done):
+        if self.world.is_main:
+            if plan.max_train_s is not None and state.train_s >= plan.max_train_s and not done:
+                state.stopped, done = "time_budget", True
+            every, validator = config.val_every, plan.validator
+            validate_now = validator is not None and every and (state.step % every == 0 or done)
+            if validate_now and validator is not None and self.validate(model, validator, state):
+                state.stopped, done = "early_stop", True
+        done, state.stopped = self.world.main_decides((done, state.stopped))
+        checkpoint_now = config.checkpoint_every and (state.step % config.checkpoint_every == 0 or done)
+        if checkpoint_now and self.world.is_main:
             self.checkpoints.save_last(model, *optimizers, state, extra)
         return done
 
