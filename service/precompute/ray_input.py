@@ -53,13 +53,16 @@ _CHUNK = 1 << 20  # bytes read at a time while planning a JSONL file
 class BatchSpec:
     """Where one batch's users are: ``rows`` users of file ``path`` from its ``first_row``-th
     (0-based, blank lines not counted); for JSONL also the bytes ``[byte_start, byte_end)`` and
-    the line number of the first, for error messages."""
+    the line number of the first, for error messages. ``size`` and ``mtime_ns`` are the file's
+    when planned: a file rewritten since is refused, not read at positions that no longer fit."""
 
     batch_id: str
     path: str
     format: Format
     first_row: int
     rows: int
+    size: int | None
+    mtime_ns: int | None
     byte_start: int = 0
     byte_end: int = 0
     first_line: int = 0
@@ -132,9 +135,9 @@ def plan_input(uri: str, batch_size: int) -> InputPlan:
     batches: list[BatchSpec] = []
     for index, file in enumerate(files):
         if file_format(file.path) == "jsonl":
-            batches.extend(_jsonl_batches(filesystem, file.path, index, batch_size))
+            batches.extend(_jsonl_batches(filesystem, file, index, batch_size))
         else:
-            batches.extend(_parquet_batches(filesystem, file.path, index, batch_size))
+            batches.extend(_parquet_batches(filesystem, file, index, batch_size))
     identity = [[f.path, f.size, f.mtime_ns] for f in files]
     job = "ray:" + json.dumps({"files": identity, "batch_size": batch_size}, separators=(",", ":"))
     return InputPlan(filesystem, batches, sum(b.rows for b in batches), job)
@@ -155,8 +158,11 @@ def _lines(filesystem: pafs.FileSystem, path: str) -> Iterator[tuple[int, bytes]
         yield offset, pending
 
 
-def _jsonl_batches(filesystem: pafs.FileSystem, path: str, index: int, size: int) -> Iterator[BatchSpec]:
+def _jsonl_batches(
+    filesystem: pafs.FileSystem, file: pafs.FileInfo, index: int, size: int
+) -> Iterator[BatchSpec]:
     """One pass over a JSONL file: every line validated, a batch every ``size`` users."""
+    path = file.path
     row = end = 0
     start: tuple[int, int] | None = None  # (byte offset, line number) of the open batch's first user
     try:
@@ -169,23 +175,30 @@ def _jsonl_batches(filesystem: pafs.FileSystem, path: str, index: int, size: int
             row += 1
             end = offset + len(line) + 1  # past the newline (or the end of the file)
             if row % size == 0:
-                yield _jsonl_spec(path, index, row - size, size, start, end)
+                yield _jsonl_spec(file, index, row - size, size, start, end)
                 start = None
         if start is not None:
-            yield _jsonl_spec(path, index, row - row % size, row % size, start, end)
+            yield _jsonl_spec(file, index, row - row % size, row % size, start, end)
     except (pa.ArrowException, OSError) as exc:
         raise HistoryFileError(f"{path}: cannot read histories file: {exc}") from exc
 
 
-def _jsonl_spec(path: str, index: int, first: int, rows: int, start: tuple[int, int], end: int) -> BatchSpec:
-    return BatchSpec(f"{index}:{first}", path, "jsonl", first, rows, start[0], end, start[1])
+def _jsonl_spec(
+    file: pafs.FileInfo, index: int, first: int, rows: int, start: tuple[int, int], end: int
+) -> BatchSpec:
+    return BatchSpec(
+        f"{index}:{first}", file.path, "jsonl", first, rows, file.size, file.mtime_ns, start[0], end, start[1]
+    )
 
 
 PARQUET_COLUMNS = ("user_id", "history")
 
 
-def _parquet_batches(filesystem: pafs.FileSystem, path: str, index: int, size: int) -> Iterator[BatchSpec]:
+def _parquet_batches(
+    filesystem: pafs.FileSystem, file_info: pafs.FileInfo, index: int, size: int
+) -> Iterator[BatchSpec]:
     """A Parquet file's batches, from its metadata alone; its schema is checked here."""
+    path = file_info.path
     try:
         with filesystem.open_input_file(path) as file:
             parquet = pq.ParquetFile(file)
@@ -207,13 +220,22 @@ def _parquet_batches(filesystem: pafs.FileSystem, path: str, index: int, size: i
             f"(list of strings); its schema is {schema.to_string(show_schema_metadata=False)!r}"
         )
     for first in range(0, rows, size):
-        yield BatchSpec(f"{index}:{first}", path, "parquet", first, min(size, rows - first))
+        rows_here = min(size, rows - first)
+        yield BatchSpec(
+            f"{index}:{first}", path, "parquet", first, rows_here, file_info.size, file_info.mtime_ns
+        )
 
 
 def read_batch(filesystem: pafs.FileSystem, spec: BatchSpec) -> list[User]:
     """The users of one planned batch, in file order (HistoryFileError if the file changed under
     the job or a row is malformed)."""
     try:
+        info = filesystem.get_file_info(spec.path)
+        if (info.size, info.mtime_ns) != (spec.size, spec.mtime_ns):
+            raise HistoryFileError(
+                f"{spec.path}: the input changed during the job (size or modification time); "
+                "run the command again for a new job over the new input"
+            )
         users = _read_jsonl(filesystem, spec) if spec.format == "jsonl" else _read_parquet(filesystem, spec)
     except (pa.ArrowException, OSError) as exc:
         raise HistoryFileError(f"{spec.path}: cannot read histories file: {exc}") from exc
