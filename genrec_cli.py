@@ -116,16 +116,8 @@ def precompute(
     only_stale: Annotated[bool, typer.Option("--only-stale", help=service_cli.ONLY_STALE_HELP)] = False,
     restart: Annotated[bool, typer.Option("--restart", help=service_cli.RESTART_HELP)] = False,
     report: Annotated[Path | None, typer.Option(help=service_cli.REPORT_HELP)] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            metavar="[ADDRESS]",
-            is_flag=False,
-            flag_value=service_cli.LOCAL_RAY,
-            help=service_cli.RAY_HELP,
-        ),
-    ] = None,
+    ray: Annotated[bool, typer.Option("--ray", help=service_cli.RAY_HELP)] = False,
+    ray_address: Annotated[str | None, typer.Option(help=service_cli.RAY_ADDRESS_HELP)] = None,
     actors: Annotated[int | None, typer.Option(min=1, help=service_cli.ACTORS_HELP)] = None,
 ) -> None:
     """Compute every known user's top-K with the engine and write it (and their history) to Redis.
@@ -144,10 +136,11 @@ def precompute(
             restart=restart,
             report=report,
             ray=ray,
+            ray_address=ray_address,
             actors=actors,
         )
         return
-    if ray is not None:
+    if ray or ray_address is not None:
         raise _fail("--ray reads --histories FILE_OR_FOLDER, not --data")
     from training.data import DataError
 

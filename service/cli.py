@@ -72,8 +72,11 @@ def precompute_cli(
     run_job_cli(run, k, batch_size, input_errors=input_errors, report=report)
 
 
-def ray_job(address: str, input_uri: str, actors: int | None, *, restart: bool, only_stale: bool) -> RunJob:
-    """The Ray job over ``input_uri`` (``address`` LOCAL_RAY: a Ray started for the run)."""
+def ray_job(
+    address: str | None, input_uri: str, actors: int | None, *, restart: bool, only_stale: bool
+) -> RunJob:
+    """The Ray job over ``input_uri`` on the Ray at ``address`` (None: RAY_ADDRESS, else a local
+    Ray started for the run, as ``ray.init()`` chooses)."""
 
     def run(settings: Settings, k: int, batch_size: int) -> PrecomputeSummary:
         from service.precompute.ray_job import run_ray_precompute
@@ -85,7 +88,7 @@ def ray_job(address: str, input_uri: str, actors: int | None, *, restart: bool, 
             input_uri,
             k,
             batch_size,
-            address=None if address == LOCAL_RAY else address,
+            address=address,
             restart=restart,
             only_stale=only_stale,
         )
@@ -207,12 +210,12 @@ FROM_STORE_HELP = (
 K_HELP = "list length to cache (default: MAX_K + CACHE_EXTRA, what the API caches on a miss)"
 BATCH_SIZE_HELP = "users per engine call (default: PRECOMPUTE_BATCH_SIZE)"
 REPORT_HELP = "also write the run's summary as JSON to this file"
-LOCAL_RAY = "local"  # --ray without an address
 RAY_HELP = (
-    "run on Ray, one engine per worker: a local Ray (no value) or the cluster at ADDRESS "
-    "(auto, ray://host:10001); --histories is then a JSONL or Parquet file or folder, a local "
-    "path or a URI pyarrow opens (s3://...)"
+    "run on Ray, one engine per worker: the cluster at RAY_ADDRESS or --ray-address, else a local "
+    "Ray started for the run; --histories is then a JSONL or Parquet file or folder, a local path "
+    "or a URI pyarrow opens (s3://...)"
 )
+RAY_ADDRESS_HELP = "--ray on the Ray cluster at this address (auto, ray://host:10001); implies --ray"
 ACTORS_HELP = "--ray: workers, one engine each (default: PRECOMPUTE_RAY_ACTORS)"
 
 
@@ -243,10 +246,8 @@ def precompute_command(
     only_stale: Annotated[bool, typer.Option("--only-stale", help=ONLY_STALE_HELP)] = False,
     restart: Annotated[bool, typer.Option("--restart", help=RESTART_HELP)] = False,
     report: Annotated[Path | None, typer.Option(help=REPORT_HELP)] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option("--ray", metavar="[ADDRESS]", is_flag=False, flag_value=LOCAL_RAY, help=RAY_HELP),
-    ] = None,
+    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
     actors: Annotated[int | None, typer.Option(min=1, help=ACTORS_HELP)] = None,
 ) -> None:
     """Precompute and cache the top-K of every user of a histories file or of the history store.
@@ -256,11 +257,11 @@ def precompute_command(
     if (histories is None) == (not from_store):
         typer.echo("error: give exactly one of --histories FILE.jsonl or --from-store", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
-    if ray is not None:
+    if ray or ray_address is not None:
         if histories is None:
             typer.echo("error: --ray reads --histories FILE_OR_FOLDER (JSONL or Parquet)", err=True)
             raise typer.Exit(EXIT_BAD_INPUT)
-        job = ray_job(ray, histories, actors, restart=restart, only_stale=only_stale)
+        job = ray_job(ray_address, histories, actors, restart=restart, only_stale=only_stale)
         run_job_cli(job, k, batch_size, report=report)
         return
     path = Path(histories) if histories is not None else None

@@ -217,3 +217,37 @@ async def test_a_killed_worker_fails_the_job_and_the_rerun_completes_it_exactly_
             assert got.seen == CachedList.of(items, users[user_id]).seen
             stored = await redis_client.lrange(history_key(user_id), 0, -1)
             assert [item.decode() for item in stored] == users[user_id]
+
+
+async def test_a_killed_worker_is_restarted_and_its_batch_retried_over_a_parquet_folder(
+    local_ray: None, bundle_dir: Path, tmp_path: Path, redis_url: str, redis_client: aredis.Redis
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from service.precompute.ray_job import run_ray_precompute
+
+    users = {f"p{u}": [f"i{(u * 5 + j) % 24}" for j in range(u % 3 + 1)] for u in range(12)}
+    folder = tmp_path / "users"
+    folder.mkdir()
+    for part, names in enumerate((list(users)[:7], list(users)[7:])):
+        table = pa.table({"user_id": names, "history": [users[u] for u in names]})
+        pq.write_table(table, folder / f"part-{part}.parquet", row_group_size=3)
+    settings = Settings(
+        redis_url=redis_url, artifacts=bundle_dir, max_k=K, default_k=K, cache_extra=0,
+        history_len=HISTORY_LEN, precompute_ray_actors=2,
+    )  # fmt: skip
+    marker = tmp_path / "killed"
+    summary = await asyncio.to_thread(
+        run_ray_precompute, settings, str(folder), K, 4, engine=EngineFactory(bundle_dir, marker, die_on=1)
+    )
+    assert marker.exists()
+    # 7 + 5 users in batches of 4: 0:0, 0:4, 1:0, 1:4; the dead worker's batch was retried, once
+    assert (summary.batches, summary.cached, summary.resumed) == (4, 12, 0)
+    final = await cached(redis_client, list(users))
+    engine = tiny_engine(bundle_dir)
+    names = list(users)
+    for batch in (names[0:4], names[4:7], names[7:11], names[11:]):  # the job's batches
+        known = [usable_history(users[u], engine.catalog, HISTORY_LEN)[0] for u in batch]
+        for user_id, items in zip(batch, engine.recommend(known, K), strict=True):
+            assert [item.item_id for item in final[user_id].items] == [item.item_id for item in items]
