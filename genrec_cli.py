@@ -106,7 +106,7 @@ def recommend_batch(
 
 @app.command(epilog=environment_help())
 def precompute(
-    histories: Annotated[Path | None, typer.Option(help=service_cli.HISTORIES_HELP)] = None,
+    histories: Annotated[str | None, typer.Option(help=service_cli.HISTORIES_HELP)] = None,
     data: Annotated[
         Path | None, typer.Option(help="LC-Rec dataset directory: precompute all its users")
     ] = None,
@@ -116,6 +116,9 @@ def precompute(
     only_stale: Annotated[bool, typer.Option("--only-stale", help=service_cli.ONLY_STALE_HELP)] = False,
     restart: Annotated[bool, typer.Option("--restart", help=service_cli.RESTART_HELP)] = False,
     report: Annotated[Path | None, typer.Option(help=service_cli.REPORT_HELP)] = None,
+    ray: Annotated[bool, typer.Option("--ray", help=service_cli.RAY_HELP)] = False,
+    ray_address: Annotated[str | None, typer.Option(help=service_cli.RAY_ADDRESS_HELP)] = None,
+    actors: Annotated[int | None, typer.Option(min=1, help=service_cli.ACTORS_HELP)] = None,
 ) -> None:
     """Compute every known user's top-K with the engine and write it (and their history) to Redis.
 
@@ -132,8 +135,13 @@ def precompute(
             only_stale=only_stale,
             restart=restart,
             report=report,
+            ray=ray,
+            ray_address=ray_address,
+            actors=actors,
         )
         return
+    if ray or ray_address is not None:
+        raise _fail("--ray reads --histories FILE_OR_FOLDER, not --data")
     from training.data import DataError
 
     dataset_dir = data

@@ -2,7 +2,8 @@
 from the environment.
 
 ``precompute_cli`` is the precompute command's body: another CLI can feed it users from a
-dataset split instead of a JSONL file (``genrec precompute --data``).
+dataset split instead of a JSONL file (``genrec precompute --data``). ``--ray`` runs the job on
+Ray instead (``service.precompute.ray_job``, imported only then, so nothing else imports ray).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from redis.exceptions import RedisError
 from model.recommender import Recommender
 from service.local.redis_server import EmbeddedRedis
 from service.migrate import MigrationSummary, migrate_keys
-from service.precompute.job import PrecomputeFailed, check_precompute_args, run_precompute
+from service.precompute.job import (
+    PrecomputeFailed,
+    PrecomputeSummary,
+    check_precompute_args,
+    run_precompute,
+)
 from service.precompute.sources import HistoryFileError, Source, histories_file
 from service.redis_client import redis_client
 from service.request_id import RequestIdFilter
@@ -34,9 +40,15 @@ logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1  # a good run that stopped part-way (engine, Redis): run it again to resume
-HISTORIES_HELP = 'JSONL, one {"user_id": str, "history": \\[item_id, ...]} per line'
+HISTORIES_HELP = (
+    'JSONL, one {"user_id": str, "history": \\[item_id, ...]} per line; with --ray also Parquet, '
+    "a folder of such files, or a URI (s3://...)"
+)
 
 app = typer.Typer(help="serve recommendations, precompute the cache.", no_args_is_help=True)
+
+# A precompute run from the settings, k and batch size: the in-order job or the Ray one.
+RunJob = Callable[[Settings, int, int], PrecomputeSummary]
 
 
 def precompute_cli(
@@ -49,7 +61,50 @@ def precompute_cli(
     input_errors: tuple[type[Exception], ...] = (),
     report: Path | None = None,
 ) -> None:
-    """The precompute command's body, shared with ``genrec precompute --data``.
+    """The precompute command's body, shared with ``genrec precompute --data``: the in-order job
+    over ``open_input()`` (see ``run_job_cli``)."""
+
+    def run(settings: Settings, k: int, batch_size: int) -> PrecomputeSummary:
+        check_precompute_args(settings, k, batch_size)
+        source = open_input()
+        return run_precompute(settings, source, k, batch_size, restart=restart, only_stale=only_stale)
+
+    run_job_cli(run, k, batch_size, input_errors=input_errors, report=report)
+
+
+def ray_job(
+    address: str | None, input_uri: str, actors: int | None, *, restart: bool, only_stale: bool
+) -> RunJob:
+    """The Ray job over ``input_uri`` on the Ray at ``address`` (None: RAY_ADDRESS, else a local
+    Ray started for the run, as ``ray.init()`` chooses)."""
+
+    def run(settings: Settings, k: int, batch_size: int) -> PrecomputeSummary:
+        from service.precompute.ray_job import run_ray_precompute
+
+        if actors is not None:
+            settings = settings.model_copy(update={"precompute_ray_actors": actors})
+        return run_ray_precompute(
+            settings,
+            input_uri,
+            k,
+            batch_size,
+            address=address,
+            restart=restart,
+            only_stale=only_stale,
+        )
+
+    return run
+
+
+def run_job_cli(
+    run: RunJob,
+    k: int | None,
+    batch_size: int | None,
+    *,
+    input_errors: tuple[type[Exception], ...] = (),
+    report: Path | None = None,
+) -> None:
+    """Run a precompute job as a command does.
 
     Bad settings or input exit 2 before any model is loaded; a run that fails part-way exits 1
     and says how to resume. The summary goes to stdout and the log, and with ``report`` as
@@ -61,9 +116,7 @@ def precompute_cli(
     batch_size = batch_size if batch_size is not None else settings.precompute_batch_size
     bad_input: tuple[type[Exception], ...] = (HistoryFileError, ValueError, RuntimeError, *input_errors)
     try:
-        check_precompute_args(settings, k, batch_size)
-        source = open_input()
-        summary = run_precompute(settings, source, k, batch_size, restart=restart, only_stale=only_stale)
+        summary = run(settings, k, batch_size)
     except PrecomputeFailed as exc:
         typer.echo(f"error: {exc}", err=True)  # once: the job logs nothing more about it
         raise typer.Exit(EXIT_FAILED) from exc
@@ -157,6 +210,13 @@ FROM_STORE_HELP = (
 K_HELP = "list length to cache (default: MAX_K + CACHE_EXTRA, what the API caches on a miss)"
 BATCH_SIZE_HELP = "users per engine call (default: PRECOMPUTE_BATCH_SIZE)"
 REPORT_HELP = "also write the run's summary as JSON to this file"
+RAY_HELP = (
+    "run on Ray, one engine per worker: the cluster at RAY_ADDRESS or --ray-address, else a local "
+    "Ray started for the run; --histories is then a JSONL or Parquet file or folder, a local path "
+    "or a URI pyarrow opens (s3://...)"
+)
+RAY_ADDRESS_HELP = "--ray on the Ray cluster at this address (auto, ray://host:10001); implies --ray"
+ACTORS_HELP = "--ray: workers, one engine each (default: PRECOMPUTE_RAY_ACTORS)"
 
 
 @app.command(epilog=environment_help())
@@ -179,13 +239,16 @@ def engine() -> None:
 
 @app.command("precompute")
 def precompute_command(
-    histories: Annotated[Path | None, typer.Option(help=HISTORIES_HELP)] = None,
+    histories: Annotated[str | None, typer.Option(help=HISTORIES_HELP)] = None,
     from_store: Annotated[bool, typer.Option("--from-store", help=FROM_STORE_HELP)] = False,
     k: Annotated[int | None, typer.Option(help=K_HELP)] = None,
     batch_size: Annotated[int | None, typer.Option(help=BATCH_SIZE_HELP)] = None,
     only_stale: Annotated[bool, typer.Option("--only-stale", help=ONLY_STALE_HELP)] = False,
     restart: Annotated[bool, typer.Option("--restart", help=RESTART_HELP)] = False,
     report: Annotated[Path | None, typer.Option(help=REPORT_HELP)] = None,
+    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    actors: Annotated[int | None, typer.Option(min=1, help=ACTORS_HELP)] = None,
 ) -> None:
     """Precompute and cache the top-K of every user of a histories file or of the history store.
 
@@ -194,7 +257,14 @@ def precompute_command(
     if (histories is None) == (not from_store):
         typer.echo("error: give exactly one of --histories FILE.jsonl or --from-store", err=True)
         raise typer.Exit(EXIT_BAD_INPUT)
-    path = histories
+    if ray or ray_address is not None:
+        if histories is None:
+            typer.echo("error: --ray reads --histories FILE_OR_FOLDER (JSONL or Parquet)", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        job = ray_job(ray_address, histories, actors, restart=restart, only_stale=only_stale)
+        run_job_cli(job, k, batch_size, report=report)
+        return
+    path = Path(histories) if histories is not None else None
     precompute_cli(
         (lambda: histories_file(path)) if path is not None else Source.from_store,
         k,

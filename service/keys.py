@@ -16,7 +16,8 @@ hashes the whole key, a different slot per key). Such ids are not refused: insid
 is written ``%25`` and ``}`` is written ``%7D`` (percent-encoding, reversible); every other
 character, ``{`` included, stands as it is. Keys that are not per user keep their form:
 ``genrec:<model_version>:similar:<item_id>`` and the precompute checkpoint
-``genrec:<model_version>:precompute:<fingerprint>``.
+``genrec:<model_version>:precompute:<fingerprint>`` (and a Ray job's set of finished batches,
+``genrec:<model_version>:precompute:<fingerprint>:done``).
 
 Releases before this scheme wrote ``genrec:hist:<user>``, ``genrec:hist_ts:<user>``,
 ``genrec:<model_version>:topk:<user>`` and ``genrec:<model_version>:stale:<user>``;
@@ -70,6 +71,11 @@ def similar_key(model_version: str, item_id: str) -> str:
 def checkpoint_key(model_version: str, fingerprint: str) -> str:
     """A precompute job's checkpoint (one key per job)."""
     return f"{PREFIX}:{model_version}:precompute:{fingerprint}"
+
+
+def done_batches_key(model_version: str, fingerprint: str) -> str:
+    """The set of finished batch ids of a precompute job whose batches finish in any order (Ray)."""
+    return f"{checkpoint_key(model_version, fingerprint)}:done"
 
 
 def user_of_history_key(key: str) -> str | None:

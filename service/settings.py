@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535)
     precompute_batch_size: int = Field(default=64, ge=1)
+    # ``genrec precompute --ray``: workers (one engine each; None: one per GPU of the Ray cluster
+    # with ENGINE_DEVICE=cuda, else 1), the CPUs each reserves on a CPU engine, and how often a
+    # dead worker is restarted (its batch retried) before the job fails (-1: without limit).
+    precompute_ray_actors: int | None = Field(default=None, ge=1)
+    precompute_ray_cpus_per_actor: float = Field(default=1.0, gt=0)
+    precompute_ray_max_restarts: int = Field(default=3, ge=-1)
     redis_timeout_s: float = Field(default=2.0, gt=0)
     redis_max_connections: int = Field(default=256, ge=1)
     engine_timeout_s: float = Field(default=60.0, gt=0)

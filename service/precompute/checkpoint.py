@@ -24,12 +24,13 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from redis.exceptions import WatchError
 
 from service.cache import CachedList, RecommendationCache
 from service.history import HistoryStore, as_text, parse_items
-from service.keys import checkpoint_key, history_key
+from service.keys import checkpoint_key, done_batches_key, history_key
 from service.redis_client import RedisClient, RedisPipeline, for_each_group, is_cluster, slot_groups
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ def job_fingerprint(job: str, k: int, history_len: int) -> str:
     """Short digest of what makes two runs the same job: the input and what goes into each list."""
     payload = json.dumps({"job": job, "k": k, "history_len": history_len}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class JobMark(Protocol):
+    """What a batch's transaction records besides its lists, so a rerun knows the batch is done:
+    a ``Checkpoint`` (one position, batches in input order) or ``DoneBatches`` (a set of batch
+    ids, batches in any order: the Ray job)."""
+
+    def queue_advance(self, pipe: RedisPipeline, progress: Progress, *, first: bool) -> None: ...
 
 
 class Checkpoint:
@@ -95,6 +104,66 @@ class Checkpoint:
         await self._client.delete(self.key)
 
 
+class DoneBatches:
+    """The batches of a job that are written, as a Redis SET of batch ids, for jobs whose batches
+    finish in any order (the Ray job, ``service.precompute.ray_job``), where one position cannot
+    say what is done.
+
+    Key ``genrec:<model_version>:precompute:<job fingerprint>:done``. A batch's id is added in
+    the batch's own transaction (``queue_advance``, through ``BatchWriter``), so on a single
+    Redis the id is in the set exactly when the batch's lists are written: a worker killed
+    before EXEC leaves neither, and the batch is computed again; one killed after leaves both,
+    and the batch is skipped. On a cluster the id is added after the lists' per-slot
+    transactions, so a crash in between leaves a batch written but not marked, and the rerun
+    writes the same lists again (see the module docstring).
+
+    The set is created once per job by ``open`` (with the member ``START`` and the cache TTL),
+    not by the first batch: batches land in any order from many workers, and Redis 6 has no
+    ``EXPIRE NX`` to set a TTL only once. Like the checkpoint, it stops vouching for the lists
+    when the earliest of them may have expired.
+    """
+
+    START = "-"  # never a batch id (those are "<file>:<row>")
+
+    def __init__(self, client: RedisClient, model_version: str, fingerprint: str, *, ttl_s: int) -> None:
+        self._client = client
+        self.key = done_batches_key(model_version, fingerprint)
+        self._ttl_s = ttl_s
+
+    async def open(self, *, restart: bool) -> int:
+        """Start the job's set, or keep an interrupted run's (``restart`` drops it); returns the
+        number of batches an earlier run finished."""
+        if restart:
+            await self._client.delete(self.key)
+        done = int(await self._client.scard(self.key))
+        if done == 0:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.sadd(self.key, self.START)
+                pipe.expire(self.key, self._ttl_s)
+                await pipe.execute()
+            return 0
+        return done - 1
+
+    async def is_done(self, batch_id: str) -> bool:
+        return bool(await self._client.sismember(self.key, batch_id))
+
+    async def missing(self, batch_ids: Sequence[str], chunk: int = 10_000) -> list[str]:
+        """The ids of ``batch_ids`` not in the set, in their order (SMISMEMBER, a chunk at a time)."""
+        absent: list[str] = []
+        for start in range(0, len(batch_ids), chunk):
+            part = batch_ids[start : start + chunk]
+            found = await self._client.smismember(self.key, part)  # type: ignore[arg-type]
+            absent.extend(batch_id for batch_id, there in zip(part, found, strict=True) if not there)
+        return absent
+
+    def queue_advance(self, pipe: RedisPipeline, progress: Progress, *, first: bool) -> None:
+        """Queue the batch's id (``progress.position``) into the batch's transaction."""
+        pipe.sadd(self.key, progress.position)
+
+    async def clear(self) -> None:
+        await self._client.delete(self.key)
+
+
 async def fresh_users(cache: RecommendationCache, user_ids: Sequence[str]) -> set[str]:
     """The users that already have a list for this model version: one pipelined EXISTS round trip."""
     if not user_ids:
@@ -128,7 +197,7 @@ class BatchWriter:
         self,
         cache: RecommendationCache,
         history: HistoryStore,
-        checkpoint: Checkpoint | None,
+        checkpoint: JobMark | None,
         *,
         resumed: bool,
     ) -> None:
@@ -175,7 +244,7 @@ class BatchWriter:
         self,
         entries: dict[str, CachedList],
         computed_from: Mapping[str, list[str]] | None,
-        checkpoint: Checkpoint | None,
+        checkpoint: JobMark | None,
         progress: Progress,
     ) -> dict[str, CachedList]:
         """One transaction: ``entries`` (all in one hash slot on a cluster) and ``checkpoint``'s advance."""
@@ -197,7 +266,7 @@ class BatchWriter:
         self,
         pipe: RedisPipeline,
         entries: Mapping[str, CachedList],
-        checkpoint: Checkpoint | None,
+        checkpoint: JobMark | None,
         progress: Progress,
     ) -> None:
         pipe.multi()

@@ -90,8 +90,10 @@ class PrecomputeFailed(Exception):
 
 
 @dataclass
-class _Job:
-    """What every batch of one run shares; ``run_batch`` does one batch."""
+class BatchRun:
+    """What every batch of one run shares; ``run_batch`` does one batch. Shared by this
+    in-order job and the workers of the Ray job (``service.precompute.ray_job``), each of which
+    holds one and reports its ``counts``."""
 
     recommender: AsyncRecommender
     cache: RecommendationCache
@@ -186,7 +188,7 @@ async def precompute(
             cache.client, cache.model_version, job, k=k, history_len=history_len, ttl_s=cache.ttl_s
         )
     start = await _starting_point(checkpoint, restart)
-    run = _Job(
+    run = BatchRun(
         recommender=as_async(recommender, None, batch_size),
         cache=cache,
         history=history,

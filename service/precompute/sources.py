@@ -69,16 +69,20 @@ def read_histories(path: Path) -> Iterator[User]:
     try:
         with path.open(encoding="utf-8") as lines:
             for lineno, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = HistoryLine.model_validate_json(line)
-                except ValidationError as exc:
-                    problems = "; ".join(_describe(err["loc"], err["msg"]) for err in exc.errors())
-                    raise HistoryFileError(f"{path}:{lineno}: malformed history line ({problems})") from exc
-                yield record.user_id, record.history
+                if line.strip():
+                    yield parse_history_line(line, f"{path}:{lineno}")
     except (OSError, UnicodeDecodeError) as exc:
         raise HistoryFileError(f"{path}: cannot read histories file: {exc}") from exc
+
+
+def parse_history_line(line: str | bytes, where: str) -> User:
+    """One JSONL line as ``(user_id, history)``; HistoryFileError naming ``where`` (file:line)."""
+    try:
+        record = HistoryLine.model_validate_json(line)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err["loc"], err["msg"]) for err in exc.errors())
+        raise HistoryFileError(f"{where}: malformed history line ({problems})") from exc
+    return record.user_id, record.history
 
 
 def _describe(loc: tuple[int | str, ...], msg: str) -> str:

@@ -1,9 +1,12 @@
-"""The CLI: the precompute command (its input and settings errors, resume, --from-store), settings."""
+"""The CLI: the precompute command (its input and settings errors, resume, --from-store, --ray's
+input errors), settings."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -179,3 +182,43 @@ def test_settings_come_from_env_case_insensitively(monkeypatch: pytest.MonkeyPat
 def test_default_k_above_max_k_is_rejected() -> None:
     with pytest.raises(ValidationError, match="default_k"):
         Settings(default_k=30, max_k=20)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ray", "--histories", "absent.jsonl"], "absent.jsonl: no such file or directory"),
+        (["--ray-address", "auto", "--histories", "h.csv"], "h.csv: unknown histories file type '.csv'"),
+        (["--ray", "--histories", "bad.jsonl"], "bad.jsonl:2: malformed history line"),
+        (["--ray", "--from-store"], "--ray reads --histories FILE_OR_FOLDER"),
+    ],
+)
+def test_precompute_on_ray_names_a_bad_input_before_starting_ray_or_a_model(
+    cli_env: pytest.MonkeyPatch, tmp_path: Path, args: list[str], message: str
+) -> None:
+    write_lines(tmp_path / "h.csv", ["user_id,history"])
+    write_lines(tmp_path / "bad.jsonl", [json.dumps({"user_id": "u1", "history": []}), '{"user_id": ""}'])
+    cli_env.setattr("service.engine.connect.load_recommender", no_model)
+    cli_env.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["precompute", *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ")
+    assert message in result.output  # the file named as resolved, with the line
+
+
+def test_precompute_with_data_refuses_ray(cli_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import genrec_cli
+
+    result = CliRunner().invoke(genrec_cli.app, ["precompute", "--ray", "--data", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "--ray reads --histories FILE_OR_FOLDER, not --data" in result.output
+
+
+def test_precompute_and_the_service_do_not_import_ray_unless_asked() -> None:
+    """ray is imported by ``--ray`` alone: the API, the engine and the other jobs start without it."""
+    code = (
+        "import sys, genrec_cli, service.api.app, service.engine.server, service.precompute.job; "
+        "assert 'ray' not in sys.modules, 'ray was imported'"
+    )
+    root = Path(__file__).resolve().parents[3]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=300)
