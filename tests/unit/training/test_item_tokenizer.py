@@ -4,12 +4,12 @@ and the written catalog + trie + codebooks."""
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_embeddings import fake_embed_16
 from shared_datasets import shared_dataset
 
 from model.catalog import Catalog
@@ -28,11 +28,6 @@ def clustered(n: int = 200, dim: int = 16, clusters: int = 8, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(clusters, dim)) * 3
     return (centers[rng.integers(clusters, size=n)] + rng.normal(size=(n, dim))).astype(np.float32)
-
-
-def fake_embed(texts: Sequence[str]) -> np.ndarray:
-    """Cheap deterministic embedding: one seeded random vector per text."""
-    return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=16) for t in texts])
 
 
 def test_residual_kmeans_is_deterministic_and_in_range() -> None:
@@ -134,7 +129,7 @@ def test_empty_catalog_is_an_error(tmp_path: Path) -> None:
         build_semantic_ids(np.zeros((0, 8)), ItemTokenizerConfig())
     empty = InteractionData(name="Empty", sequences={}, items={}, source=tmp_path)
     with pytest.raises(ValueError, match="no items"):
-        tokenize_dataset(empty, ItemTokenizerConfig(), tmp_path / "out", embed=fake_embed)
+        tokenize_dataset(empty, ItemTokenizerConfig(), tmp_path / "out", embed=fake_embed_16)
 
 
 def test_config_validates() -> None:
@@ -191,14 +186,14 @@ def test_sources_must_embed_the_same_items() -> None:
 def test_tokenize_dual_trains_sasrec_and_saves_codebooks(tmp_path: Path) -> None:
     data = load_lcrec(generate_synthetic(tmp_path / "data", num_users=120, num_items=60, num_categories=4))
     config = DUAL.model_copy(update={"sasrec": SasrecConfig(dim=16, epochs=2, holdout_users=50)})
-    catalog, report = tokenize_dataset(data, config, tmp_path / "out", embed=fake_embed)
+    catalog, report = tokenize_dataset(data, config, tmp_path / "out", embed=fake_embed_16)
     _check_artifacts(tmp_path / "out", catalog, data)
     assert report.extra["sasrec"]["epochs"] >= 1  # type: ignore[index]
     codebooks = SidCodebooks.load(tmp_path / "out" / CODEBOOKS_FILE)
     assert codebooks.sources == ["semantic", "semantic", "behavior", "disambiguation"]
     assert codebooks.vectors[2] is not None and codebooks.vectors[2].shape == (4, 16)
     # Without alignment no codebooks are written (and a stale file is removed).
-    tokenize_dataset(data, config.model_copy(update={"align": False}), tmp_path / "out", embed=fake_embed)
+    tokenize_dataset(data, config.model_copy(update={"align": False}), tmp_path / "out", embed=fake_embed_16)
     assert not (tmp_path / "out" / CODEBOOKS_FILE).exists()
 
 
@@ -226,14 +221,14 @@ def _check_artifacts(out: Path, catalog: Catalog, data: InteractionData) -> None
 def test_tokenize_dataset_writes_catalog_trie_and_report(tmp_path: Path) -> None:
     data = load_lcrec(generate_synthetic(tmp_path / "data", num_users=80, num_items=60, num_categories=4))
     config = ItemTokenizerConfig(levels=3, codebook_size=8, seed=0)
-    catalog, report = tokenize_dataset(data, config, tmp_path / "out", embed=fake_embed)
+    catalog, report = tokenize_dataset(data, config, tmp_path / "out", embed=fake_embed_16)
     assert len(catalog) == 60
     assert report.embed_time_s >= 0
     assert catalog.at(0).title == data.items["0"].title
     assert catalog.at(0).category == data.items["0"].categories != ""  # what category= filters on
     assert Catalog.load(tmp_path / "out" / CATALOG_FILE).at(0).category == catalog.at(0).category
     _check_artifacts(tmp_path / "out", catalog, data)
-    again, _ = tokenize_dataset(data, config, tmp_path / "out2", embed=fake_embed)
+    again, _ = tokenize_dataset(data, config, tmp_path / "out2", embed=fake_embed_16)
     assert [i.sid for i in again] == [i.sid for i in catalog]
 
 

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from cli_output import mentions, run_genrec
+from fake_embeddings import fake_embed
 
 from training.data import load_lcrec
 from training.item_tokenizer import tokenize_dataset
 from training.synthetic import NAME, generate_synthetic
 from training.tokenizer_config import ItemTokenizerConfig
-
-
-def fake_embed(texts: Sequence[str]) -> np.ndarray:
-    return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=8) for t in texts])
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from cli_output import run_genrec
+from fake_embeddings import fake_embed
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -45,10 +45,6 @@ TRAIN_ARGS = (
 # (measured: at most 2.1e-7 over these 8 steps); 1e-5 leaves room for Adam to carry such noise a few
 # steps, while a wrong reduction is far off (without the gradient sum: 3.7e-3).
 LOSS_RTOL = 1e-5
-
-
-def fake_embed(texts: list[str]) -> np.ndarray:
-    return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=8) for t in texts])
 
 
 def free_port() -> int:

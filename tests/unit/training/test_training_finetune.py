@@ -12,14 +12,13 @@ import itertools
 import json
 import math
 import random
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from fake_embeddings import fake_embed_16
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from word_tokenizer import WordTokenizer
 
@@ -272,11 +271,6 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def fake_embed(texts: Sequence[str]) -> np.ndarray:
-    """Cheap deterministic stand-in for the sentence encoder."""
-    return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=16) for t in texts])
-
-
 @dataclass(frozen=True)
 class Run:
     data: InteractionData
@@ -288,7 +282,7 @@ class Run:
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[InteractionData, Path]:
     root = tmp_path_factory.mktemp("finetune")
     data = load_lcrec(generate_synthetic(root / "data", num_users=40, num_items=30, num_categories=4))
-    tokenize_dataset(data, ItemTokenizerConfig(levels=2, codebook_size=4), root / "tok", embed=fake_embed)
+    tokenize_dataset(data, ItemTokenizerConfig(levels=2, codebook_size=4), root / "tok", embed=fake_embed_16)
     return data, root / "tok"
 
 

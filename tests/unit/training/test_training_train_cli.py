@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from cli_output import mentions, run_genrec
+from fake_embeddings import fake_embed
 
 from training.data import load_lcrec
 from training.finetune import RUN_REPORT
@@ -18,10 +16,6 @@ from training.item_tokenizer import tokenize_dataset
 from training.synthetic import generate_synthetic
 from training.tokenizer_config import ItemTokenizerConfig
 from training.train_config import ScratchShape, TrainConfig
-
-
-def fake_embed(texts: Sequence[str]) -> np.ndarray:
-    return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=8) for t in texts])
 
 
 @pytest.fixture(scope="module")
