@@ -16,7 +16,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, fields
 
 from model.progress import progress
@@ -34,7 +35,7 @@ from service.precompute.checkpoint import (
     read_stored_histories,
 )
 from service.precompute.sources import STORE_JOB, Batch, Source, batches
-from service.redis_client import ping, redis_client
+from service.redis_client import RedisClient, ping, redis_client
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -271,6 +272,36 @@ def check_precompute_args(settings: Settings, k: int, batch_size: int) -> None:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
 
 
+@asynccontextmanager
+async def reachable_redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    """A client of REDIS_URL that has answered a PING, closed afterwards: a job checks Redis
+    before it loads a model (RuntimeError naming the reason when Redis does not answer)."""
+    assert settings.redis_url is not None
+    client = redis_client(settings.redis_url, settings.redis_timeout_s, settings.redis_max_connections)
+    try:
+        status = await ping(client, settings.redis_timeout_s)
+        if status != "ok":
+            raise RuntimeError(f"cannot reach Redis at REDIS_URL: {status.removeprefix('error: ')}")
+        yield client
+    finally:
+        await client.aclose()
+
+
+def precompute_engine(
+    settings: Settings, recommender: Recommender | None, batch_size: int
+) -> AbstractAsyncContextManager[AsyncRecommender]:
+    """The engine a precompute job calls (``recommender``, else the one ``connect`` chooses): no
+    deadline of the API's, PRECOMPUTE_TIMEOUT_S per remote call, and an engine that must answer."""
+    return connect(
+        settings,
+        recommender,
+        timeout_s=None,
+        remote_timeout_s=settings.precompute_timeout_s,
+        max_batch=batch_size,
+        must_answer=True,
+    )
+
+
 def run_precompute(
     settings: Settings,
     source: Source,
@@ -289,36 +320,23 @@ def run_precompute(
     raises PrecomputeFailed when the run stops part-way.
     """
     check_precompute_args(settings, k, batch_size)
-    redis_url = settings.redis_url
-    assert redis_url is not None
 
     async def run() -> PrecomputeSummary:
-        client = redis_client(redis_url, settings.redis_timeout_s, settings.redis_max_connections)
-        try:
-            status = await ping(client, settings.redis_timeout_s)
-            if status != "ok":
-                raise RuntimeError(f"cannot reach Redis at REDIS_URL: {status.removeprefix('error: ')}")
-            async with connect(
-                settings,
-                recommender,
-                timeout_s=None,
-                remote_timeout_s=settings.precompute_timeout_s,
-                max_batch=batch_size,
-                must_answer=True,
-            ) as connected:
-                cache = RecommendationCache(client, connected.model_version, settings.cache_ttl_s)
-                return await precompute(
-                    connected,
-                    source,
-                    cache,
-                    HistoryStore(client),
-                    k=k,
-                    batch_size=batch_size,
-                    history_len=settings.history_len,
-                    restart=restart,
-                    only_stale=only_stale,
-                )
-        finally:
-            await client.aclose()
+        async with (
+            reachable_redis(settings) as client,
+            precompute_engine(settings, recommender, batch_size) as connected,
+        ):
+            cache = RecommendationCache(client, connected.model_version, settings.cache_ttl_s)
+            return await precompute(
+                connected,
+                source,
+                cache,
+                HistoryStore(client),
+                k=k,
+                batch_size=batch_size,
+                history_len=settings.history_len,
+                restart=restart,
+                only_stale=only_stale,
+            )
 
     return asyncio.run(run())

@@ -45,7 +45,7 @@ from model.bundle import read_manifest
 from model.progress import progress
 from model.recommender import Recommender
 from service.cache import RecommendationCache
-from service.engine.connect import connect, stop_recommender
+from service.engine.connect import stop_recommender
 from service.history import HistoryStore
 from service.keys import done_batches_key
 from service.precompute.checkpoint import BatchWriter, DoneBatches, job_fingerprint
@@ -55,10 +55,12 @@ from service.precompute.job import (
     PrecomputeFailed,
     PrecomputeSummary,
     check_precompute_args,
+    precompute_engine,
+    reachable_redis,
 )
 from service.precompute.ray_input import BatchSpec, InputPlan, plan_input, read_batch
 from service.precompute.sources import Batch
-from service.redis_client import RedisClient, ping, redis_client
+from service.redis_client import RedisClient, redis_client
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -107,14 +109,7 @@ class BatchWorker:
         if given is not None:
             self._stack.callback(stop_recommender, given)
         recommender = await self._stack.enter_async_context(
-            connect(
-                settings,
-                given,
-                timeout_s=None,
-                remote_timeout_s=settings.precompute_timeout_s,
-                max_batch=config.batch_size,
-                must_answer=True,
-            )
+            precompute_engine(settings, given, config.batch_size)
         )
         if recommender.model_version != config.model_version:
             raise ValueError(
@@ -295,18 +290,10 @@ def _run_on_ray(plan: InputPlan, config: WorkerConfig) -> PrecomputeSummary:
 
 def _in_redis(settings: Settings, step: Callable[[RedisClient], Any]) -> Any:
     """Run one async step of the driver on a client of REDIS_URL (RuntimeError if unreachable)."""
-    assert settings.redis_url is not None
-    url = settings.redis_url
 
     async def run() -> Any:
-        client = redis_client(url, settings.redis_timeout_s, settings.redis_max_connections)
-        try:
-            status = await ping(client, settings.redis_timeout_s)
-            if status != "ok":
-                raise RuntimeError(f"cannot reach Redis at REDIS_URL: {status.removeprefix('error: ')}")
+        async with reachable_redis(settings) as client:
             return await step(client)
-        finally:
-            await client.aclose()
 
     return asyncio.run(run())
 
