@@ -185,12 +185,13 @@ def _train(
     validator = None
     if config.val_every and world.is_main:
         validator = Validator(validation_sample(data, config), catalog, trie, start.tokenizer, config, device)
-    loss_vocab = start.sid_ids if config.loss_vocab == "sid" else None
+    loss_vocab = start.sid_ids if config.loss_vocab in ("sid", "level") else None
     trie_targets = None
     if config.loss_vocab in ("trie", "sid+trie"):
         trie_targets = TrieTargets.build(sid_token_ids(start.tokenizer, catalog.scheme), trie, device)
     pad_id = int(start.tokenizer.pad_token_id)
-    trainer = Trainer(config, checkpoints, device, pad_id, loss_vocab, trie_targets, world)
+    level_sizes = catalog.scheme.codebook_sizes if config.loss_vocab == "level" else None
+    trainer = Trainer(config, checkpoints, device, pad_id, loss_vocab, trie_targets, world, level_sizes)
     stages = _Stages(config, out_dir, trainer, start, run, validator, world)
 
     resume_stage = checkpoint["state"]["stage"] if checkpoint is not None else None

@@ -1,6 +1,7 @@
 """Semantic IDs from item embeddings: each source quantized on its own (``training.residual_kmeans``),
-the sources' codes in the configured order, then the disambiguation level; with the scheme they
-fit, the per-level codebooks (for the aligned token init) and a report of codebook usage.
+the sources' codes in the configured order, then the last level (disambiguation, or a token per
+item); with the scheme they fit, the per-level codebooks (for the aligned token init) and a
+report of codebook usage.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import numpy as np
 
 from model.semantic_id import SemanticId, SidScheme
 from training.residual_kmeans import add_disambiguation_level, collision_rate, entropy_bits, residual_quantize
-from training.sid_alignment import DISAMBIGUATION, SidCodebooks
-from training.tokenizer_config import SEMANTIC, ItemTokenizerConfig
+from training.sid_alignment import SidCodebooks
+from training.tokenizer_config import DISAMBIGUATION, ITEM, SEMANTIC, ItemTokenizerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +24,10 @@ logger = logging.getLogger(__name__)
 class TokenizerReport:
     """How well the codes use their codebooks; the figures to compare against published tokenizers.
 
-    ``levels`` counts every level of the semantic ID, the disambiguation level included.
+    ``levels`` counts every level of the semantic ID, the last one included.
     ``collision_rate`` is the fraction of items whose k-means prefix was already taken by an
-    earlier item, i.e. ``1 - unique_prefixes / num_items``.
+    earlier item, i.e. ``1 - unique_prefixes / num_items``; ``max_items_per_prefix`` the most
+    items that share one k-means prefix.
     """
 
     num_items: int
@@ -88,11 +90,20 @@ def build_item_index(
         sizes.extend([size] * levels)
     codes = np.concatenate(blocks, axis=1)
     collisions = collision_rate(codes)
-    full = add_disambiguation_level(codes)
-    max_per_prefix = int(full[:, -1].max()) + 1
-    sizes.append(max_per_prefix)
-    codebooks.append(None)
-    level_sources.append(DISAMBIGUATION)
+    numbered = add_disambiguation_level(codes)
+    max_per_prefix = int(numbered[:, -1].max()) + 1
+    if config.last_level == ITEM:
+        # Every item its own code; the token starts from the item's own vector (the last
+        # source's embedding), as the k-means levels start from their centroids.
+        full = np.concatenate([codes.astype(np.int64), np.arange(n, dtype=np.int64)[:, None]], axis=1)
+        sizes.append(n)
+        codebooks.append(np.asarray(embeddings[config.sources[-1]], dtype=np.float32))
+        level_sources.append(ITEM)
+    else:
+        full = numbered
+        sizes.append(max_per_prefix)
+        codebooks.append(None)
+        level_sources.append(DISAMBIGUATION)
     scheme = SidScheme(tuple(sizes))
     sids: list[SemanticId] = [tuple(int(c) for c in row) for row in full.tolist()]
     report = TokenizerReport(

@@ -6,7 +6,9 @@ LLM's embedding space: a linear projection ``W_s`` per source (plus a bias) is f
 regression so that, for every item, the mean over its quantized levels of ``codebook vector @
 W_s + b`` reconstructs the LLM's embedding of the item's text (the mean input embedding of its
 title tokens). Each code token is then initialised at ``its codebook vector @ W_s + b``. The
-disambiguation level has no codebook and keeps the default (mean) initialisation.
+disambiguation level has no codebook and keeps the default (mean) initialisation; an item level
+(one token per item) has the items' own vectors as its codebook and is fitted as a source of
+its own.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import numpy as np
 import torch
 
 from model.semantic_id import SemanticId
+from training.tokenizer_config import DISAMBIGUATION
 
 logger = logging.getLogger(__name__)
 
 CODEBOOKS_FILE = "sid_codebooks.npz"
-DISAMBIGUATION = "disambiguation"
 
 
 @dataclass(frozen=True)

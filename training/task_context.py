@@ -16,9 +16,9 @@ from typing import TypeVar
 
 from model.catalog import Catalog
 from training.data import MIN_EVAL_LENGTH, Example, InteractionData
+from training.tokenizer_config import DISAMBIGUATION
 
 TOKENIZER_REPORT = "tokenizer_report.json"
-DISAMBIGUATION = "disambiguation"
 MAX_TEXT_CHARS = 256
 
 T = TypeVar("T")
@@ -53,7 +53,8 @@ def training_sequences(data: InteractionData) -> dict[str, list[str]]:
 
 
 def level_sources(tokenizer_dir: Path, num_levels: int) -> list[str]:
-    """Which source each ID level quantizes (``semantic``, ``behavior``, ``disambiguation``).
+    """Which source each ID level quantizes (``semantic``, ``behavior``; ``disambiguation`` or
+    ``item`` for the last level).
 
     Read from the tokenizer report; an older tokenizer dir without it is one text source.
     """

@@ -40,7 +40,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 
 from training.data import Example
-from training.task_context import DISAMBIGUATION, Sample, TaskContext, cycle
+from training.task_context import Sample, TaskContext, cycle
 from training.task_mixture import (
     BPR,
     MASKED_ITEM,
@@ -53,6 +53,7 @@ from training.task_mixture import (
     TaskMixture,
 )
 from training.task_prompts import MASK
+from training.tokenizer_config import DISAMBIGUATION, ITEM
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def build_title_to_sid(ctx: TaskContext, count: int, rng: random.Random) -> list
 def _source_levels(ctx: TaskContext) -> dict[str, list[int]]:
     levels: dict[str, list[int]] = {}
     for level, source in enumerate(ctx.sources):
-        if source != DISAMBIGUATION:
+        if source not in (DISAMBIGUATION, ITEM):  # the last level names the item, not a source
             levels.setdefault(source, []).append(level)
     return levels
 

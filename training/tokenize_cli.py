@@ -37,9 +37,13 @@ def tokenize(
     text_max_tokens: Annotated[int | None, typer.Option(help="LLM text encoder: tokens per item [32]")] = (
         None
     ),
+    last_level: Annotated[
+        str | None,
+        typer.Option(help="what tells items with equal codes apart: disambiguation or item (one token each)"),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="k-means and SASRec seed [0]")] = None,
 ) -> None:
-    """Give every item a semantic ID: text and/or behaviour vectors -> residual k-means + disambiguation."""
+    """Give every item a semantic ID: text and/or behaviour vectors -> residual k-means + a last level."""
     from pydantic import ValidationError
 
     from training.item_tokenizer import tokenize_dataset
@@ -54,6 +58,7 @@ def tokenize(
         "align": align,
         "text_encoder": text_encoder,
         "text_max_tokens": text_max_tokens,
+        "last_level": last_level,
         "seed": seed,
     }
     try:

@@ -4,6 +4,7 @@ each source's codes; what ``genrec tokenize --config`` reads."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -14,13 +15,19 @@ MINILM = "minilm"
 SEMANTIC = "semantic"
 BEHAVIOR = "behavior"
 SOURCES = (SEMANTIC, BEHAVIOR)
+DISAMBIGUATION = "disambiguation"
+ITEM = "item"
 
 
 class ItemTokenizerConfig(BaseModel):
-    """Semantic-ID shape: each source's k-means levels, in ``sources`` order, then disambiguation.
+    """Semantic-ID shape: each source's k-means levels, in ``sources`` order, then one last level.
 
     ``levels``/``codebook_size`` shape the semantic (text) codes, ``behavior_levels``/
-    ``behavior_codebook_size`` the behavioural (SASRec) codes.
+    ``behavior_codebook_size`` the behavioural (SASRec) codes. ``last_level`` says what tells
+    apart items that share those codes: ``disambiguation`` numbers them within their prefix
+    (TIGER; the code means nothing across prefixes), ``item`` gives every item a token of its
+    own (as many codes as items), so the last level is an item embedding that the model reads
+    and scores like SASRec does, while the k-means levels above it still group similar items.
     """
 
     sources: tuple[str, ...] = (SEMANTIC,)
@@ -29,6 +36,7 @@ class ItemTokenizerConfig(BaseModel):
     behavior_levels: int = Field(default=1, ge=1)
     behavior_codebook_size: int = Field(default=256, ge=1)
     align: bool = True
+    last_level: Literal["disambiguation", "item"] = DISAMBIGUATION
     # What embeds the item text: "minilm" (the bundled all-MiniLM-L6-v2 sentence encoder) or a
     # base LLM ("smollm2" or a local HF checkpoint) whose mean last hidden state is the vector
     # (``training.llm_embeddings``), cut to ``text_max_tokens`` tokens.

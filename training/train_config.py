@@ -59,10 +59,11 @@ class TrainConfig(BaseModel):
     prompt_format: Literal["compact", "lines"] = Field(
         "compact", description="compact (IDs only, the served prompt) or lines (numbered history lines)"
     )
-    loss_vocab: Literal["sid", "trie", "sid+trie", "full"] = Field(
+    loss_vocab: Literal["sid", "level", "trie", "sid+trie", "full"] = Field(
         "sid",
         description="sid: the softmax runs over the semantic-ID tokens only (all the constrained "
-        "search ever scores); trie: over the valid children of each ID token's prefix in the "
+        "search ever scores); level: over the tokens of the label's own ID level (cheaper when a "
+        "level holds a token per item); trie: over the valid children of each ID token's prefix in the "
         "trie (an item's loss is minus its served score); sid+trie: the sum of both; full: over "
         "the whole vocabulary",
     )

@@ -85,6 +85,7 @@ class Trainer:
         loss_vocab: list[int] | None = None,
         trie: TrieTargets | None = None,
         world: DataParallel | None = None,
+        level_sizes: tuple[int, ...] | None = None,
     ) -> None:
         self.config = config
         self.world = world or DataParallel()
@@ -93,6 +94,7 @@ class Trainer:
         self.pad_id = pad_id
         self.loss_vocab = None if loss_vocab is None else torch.tensor(loss_vocab, device=device)
         self.trie = trie
+        self.level_sizes = level_sizes  # per-level softmax (loss_vocab "level") over loss_vocab's ids
 
     def run(
         self,
@@ -170,6 +172,7 @@ class Trainer:
                     trie=self.trie,
                     also_plain=config.loss_vocab == "sid+trie",
                     embedding_dropout=config.embedding_dropout,
+                    level_sizes=self.level_sizes,
                 )
         loss = total / max(self.world.sum_int(count), 1)
         loss = loss / config.grad_accum

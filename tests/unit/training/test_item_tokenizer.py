@@ -167,6 +167,24 @@ def test_dual_source_ids_concatenate_independently_quantized_sources() -> None:
     assert again[1] == sids
 
 
+def test_an_item_last_level_gives_every_item_its_own_token_from_its_own_vector() -> None:
+    behavior = clustered(120, dim=8, clusters=4, seed=1)
+    config = ItemTokenizerConfig(sources=("behavior",), behavior_codebook_size=4, last_level="item")
+    scheme, sids, report, codebooks = build_item_index({"behavior": behavior}, config)
+    codes = np.asarray(sids)
+    # The k-means levels are what the disambiguating index has; the last code is the item's row.
+    np.testing.assert_array_equal(codes[:, :1], residual_kmeans(behavior, 1, 4, config.seed))
+    np.testing.assert_array_equal(codes[:, 1], np.arange(120))
+    assert scheme.codebook_sizes == (4, 120)
+    assert report.extra["level_sources"] == ["behavior", "item"]
+    assert report.collision_rate == pytest.approx(collision_rate(codes[:, :1]))
+    assert report.max_items_per_prefix == int(np.bincount(codes[:, 0]).max())
+    assert codebooks.sources == ["behavior", "item"]
+    np.testing.assert_array_equal(codebooks.vectors[1], behavior)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="last_level"):
+        ItemTokenizerConfig(last_level="cluster")  # type: ignore[arg-type]
+
+
 def test_the_order_of_sources_is_the_order_of_codes() -> None:
     text, behavior = clustered(120, dim=16, seed=0), clustered(120, dim=8, clusters=4, seed=1)
     config = DUAL.model_copy(update={"sources": ("behavior", "semantic")})
@@ -195,6 +213,21 @@ def test_tokenize_dual_trains_sasrec_and_saves_codebooks(tmp_path: Path) -> None
     # Without alignment no codebooks are written (and a stale file is removed).
     tokenize_dataset(data, config.model_copy(update={"align": False}), tmp_path / "out", embed=fake_embed_16)
     assert not (tmp_path / "out" / CODEBOOKS_FILE).exists()
+
+
+def test_tokenize_with_an_item_level_saves_the_item_vectors(tmp_path: Path) -> None:
+    data = load_lcrec(generate_synthetic(tmp_path / "data", num_users=120, num_items=60, num_categories=4))
+    config = ItemTokenizerConfig(
+        sources=("behavior",), behavior_codebook_size=4, last_level="item",
+        sasrec=SasrecConfig(dim=16, epochs=2, holdout_users=50),
+    )  # fmt: skip
+    catalog, _ = tokenize_dataset(data, config, tmp_path / "out", embed=fake_embed_16)
+    _check_artifacts(tmp_path / "out", catalog, data)
+    assert catalog.scheme.codebook_sizes == (4, 60)
+    assert sorted(item.sid[1] for item in catalog) == list(range(60))
+    codebooks = SidCodebooks.load(tmp_path / "out" / CODEBOOKS_FILE)
+    assert codebooks.sources == ["behavior", "item"]
+    assert codebooks.vectors[1] is not None and codebooks.vectors[1].shape == (60, 16)
 
 
 def _check_artifacts(out: Path, catalog: Catalog, data: InteractionData) -> None:

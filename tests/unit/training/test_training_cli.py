@@ -116,6 +116,7 @@ def test_tokenize_reads_a_config_file_and_options_override_it(
         (["--codebook-size", "99"], ["codebook_size=99 asks for more codes", "15"]),
         (["--config", "/nonexistent.json"], ["Invalid value for --config", "/nonexistent.json"]),
         (["--text-encoder", "/no/such/llm"], ["text_encoder", "/no/such/llm"]),
+        (["--last-level", "cluster"], ["last_level", "cluster"]),
     ],
 )
 def test_tokenize_names_a_bad_setting(

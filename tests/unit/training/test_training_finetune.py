@@ -238,6 +238,41 @@ def test_token_loss_over_the_id_vocabulary_is_the_restricted_softmax() -> None:
     assert full > loss  # the restricted softmax spreads mass over fewer tokens
 
 
+def test_token_loss_per_level_is_each_levels_own_softmax() -> None:
+    from training.batches import collate_left
+    from training.loss import token_loss
+
+    model = _random_llama()
+    vocab = torch.arange(40, 64)  # "ID tokens": level 0 = 40..47, level 1 = 48..63
+    rng = random.Random(2)
+    batch = []
+    for prompt_len, items in [(4, 2), (6, 3)]:
+        prompt = [rng.randrange(1, 40) for _ in range(prompt_len)]
+        answer = [t for _ in range(items) for t in (rng.randrange(40, 48), rng.randrange(48, 64))] + [7]
+        batch.append(Encoded(prompt + answer, [IGNORE] * prompt_len + answer))
+    inputs = collate_left(batch, pad_id=0)
+    with torch.no_grad():
+        loss = token_loss(model, inputs, vocab_ids=vocab, level_sizes=(8, 16))
+        expected, count = torch.zeros(()), 0
+        for example in batch:
+            logits = model(input_ids=torch.tensor([example.input_ids])).logits[0]
+            for position, label in enumerate(example.labels[1:]):
+                if label == IGNORE:
+                    continue
+                row = logits[position]
+                if 40 <= label < 48:
+                    expected += -torch.log_softmax(row[40:48], 0)[label - 40]
+                elif label >= 48:
+                    expected += -torch.log_softmax(row[48:64], 0)[label - 48]
+                else:
+                    expected += -torch.log_softmax(row, 0)[label]
+                count += 1
+        assert torch.allclose(loss, expected / count, atol=1e-5), (loss, expected / count)
+        assert token_loss(model, inputs, vocab_ids=vocab) > loss  # fewer tokens per softmax
+        with pytest.raises(ValueError, match="do not add up"):
+            token_loss(model, inputs, vocab_ids=vocab, level_sizes=(8, 8))
+
+
 def test_tiny_corpus_holds_titles_and_prompts(catalog: Catalog) -> None:
     examples = [Example("u", ("i1", "ghost"), "i2"), Example("v", ("i3",), "i4")]
     texts = tiny_corpus(examples, catalog, TrainConfig(**LINES, with_titles=True))
