@@ -36,7 +36,7 @@ class ItemTokenizerConfig(BaseModel):
     behavior_levels: int = Field(default=1, ge=1)
     behavior_codebook_size: int = Field(default=256, ge=1)
     align: bool = True
-    last_level: Literal["disambiguation", "item"] = DISAMBIGUATION
+    last_level: Literal["disambiguation", "item"] = "disambiguation"
     # What embeds the item text: "minilm" (the bundled all-MiniLM-L6-v2 sentence encoder) or a
     # base LLM ("smollm2" or a local HF checkpoint) whose mean last hidden state is the vector
     # (``training.llm_embeddings``), cut to ``text_max_tokens`` tokens.
