@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +205,23 @@ def test_token_loss_on_left_padded_batches_equals_the_full_loss() -> None:
     assert torch.allclose((torch.stack(alone) * weights).sum() / weights.sum(), full, atol=1e-5)
 
 
+def _reference_loss(
+    model: torch.nn.Module, batch: list[Encoded], softmax_over: Callable[[int], slice]
+) -> torch.Tensor:
+    """Mean loss computed position by position on unpadded rows: each label's log-softmax over
+    the token range ``softmax_over(label)`` gives."""
+    total, count = torch.zeros(()), 0
+    for example in batch:
+        logits = model(input_ids=torch.tensor([example.input_ids])).logits[0]
+        for position, label in enumerate(example.labels[1:]):
+            if label == IGNORE:
+                continue
+            tokens = softmax_over(label)
+            total += -torch.log_softmax(logits[position][tokens], 0)[label - (tokens.start or 0)]
+            count += 1
+    return total / count
+
+
 def test_token_loss_over_the_id_vocabulary_is_the_restricted_softmax() -> None:
     from training.batches import collate_left
     from training.loss import token_loss
@@ -220,22 +237,10 @@ def test_token_loss_over_the_id_vocabulary_is_the_restricted_softmax() -> None:
     inputs = collate_left(batch, pad_id=0)
     with torch.no_grad():
         loss = token_loss(model, inputs, vocab_ids=vocab)
-        expected, count = torch.zeros(()), 0
-        for example in batch:
-            logits = model(input_ids=torch.tensor([example.input_ids])).logits[0]
-            for position, label in enumerate(example.labels[1:]):
-                if label == IGNORE:
-                    continue
-                row = logits[position]
-                if label >= 40:  # an ID token: softmax over the ID tokens only
-                    expected += -torch.log_softmax(row[vocab], 0)[label - 40]
-                else:  # anything else keeps the whole vocabulary
-                    expected += -torch.log_softmax(row, 0)[label]
-                count += 1
-    assert torch.allclose(loss, expected / count, atol=1e-5), (loss, expected / count)
-    with torch.no_grad():
-        full = token_loss(model, inputs)
-    assert full > loss  # the restricted softmax spreads mass over fewer tokens
+        # an ID token: softmax over the ID tokens only; anything else keeps the whole vocabulary
+        expected = _reference_loss(model, batch, lambda label: slice(40, 64) if label >= 40 else slice(None))
+        assert torch.allclose(loss, expected, atol=1e-5), (loss, expected)
+        assert token_loss(model, inputs) > loss  # the restricted softmax spreads mass over fewer tokens
 
 
 def test_token_loss_per_level_is_each_levels_own_softmax() -> None:
@@ -251,23 +256,14 @@ def test_token_loss_per_level_is_each_levels_own_softmax() -> None:
         answer = [t for _ in range(items) for t in (rng.randrange(40, 48), rng.randrange(48, 64))] + [7]
         batch.append(Encoded(prompt + answer, [IGNORE] * prompt_len + answer))
     inputs = collate_left(batch, pad_id=0)
+
+    def level_of(label: int) -> slice:
+        return slice(48, 64) if label >= 48 else slice(40, 48) if label >= 40 else slice(None)
+
     with torch.no_grad():
         loss = token_loss(model, inputs, vocab_ids=vocab, level_sizes=(8, 16))
-        expected, count = torch.zeros(()), 0
-        for example in batch:
-            logits = model(input_ids=torch.tensor([example.input_ids])).logits[0]
-            for position, label in enumerate(example.labels[1:]):
-                if label == IGNORE:
-                    continue
-                row = logits[position]
-                if 40 <= label < 48:
-                    expected += -torch.log_softmax(row[40:48], 0)[label - 40]
-                elif label >= 48:
-                    expected += -torch.log_softmax(row[48:64], 0)[label - 48]
-                else:
-                    expected += -torch.log_softmax(row, 0)[label]
-                count += 1
-        assert torch.allclose(loss, expected / count, atol=1e-5), (loss, expected / count)
+        expected = _reference_loss(model, batch, level_of)
+        assert torch.allclose(loss, expected, atol=1e-5), (loss, expected)
         assert token_loss(model, inputs, vocab_ids=vocab) > loss  # fewer tokens per softmax
         with pytest.raises(ValueError, match="do not add up"):
             token_loss(model, inputs, vocab_ids=vocab, level_sizes=(8, 8))
