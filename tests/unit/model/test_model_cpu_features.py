@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,7 +49,10 @@ def test_a_flag_needs_a_measured_speedup(
 
 
 def test_the_probe_measures_this_cpu() -> None:
-    assert 0.01 < cpu_features.bf16_matmul_speedup() < 100
+    # Without native bf16 the matmul is emulated: 0.007x fp32 was measured on an EPYC without
+    # the flag, so only a positive, finite, plausible ratio is asserted here.
+    speedup = cpu_features.bf16_matmul_speedup()
+    assert math.isfinite(speedup) and 0 < speedup < 100
 
 
 def test_a_bad_precision_is_named() -> None:
