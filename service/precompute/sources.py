@@ -160,15 +160,26 @@ async def store_batches(client: RedisClient, size: int, start: Progress | None) 
         else _pages(client, size, start.position if start else None)
     )
     pending: list[str] = []
+    # A full batch is held back until the next page is read: when the scan ends with no more
+    # users, it is the last batch and says so (SCAN_DONE), so the checkpoint records the end.
+    held: Batch | None = None
     async for keys, position in pages:
         pending.extend(user for key in keys if (user := user_of_history_key(as_text(key))) is not None)
         if position == SCAN_DONE:
             if pending:
+                if held is not None:
+                    yield held
                 yield Batch(pending, SCAN_DONE, None)
+            elif held is not None:
+                yield Batch(held.user_ids, SCAN_DONE, None)
             return
         if len(pending) >= size:
-            yield Batch(pending, position, None)
+            if held is not None:
+                yield held
+            held = Batch(pending, position, None)
             pending = []
+    if held is not None:
+        yield held
 
 
 Page = tuple[list[bytes | str], str]  # the keys of one SCAN page, and the position after it
