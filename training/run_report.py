@@ -49,7 +49,7 @@ def run_report(
         "stopped": main.stopped,
         "val_curve": main.val_curve + (anneal.val_curve if anneal else []),
         "best_step": main.best_step,
-        f"best_val_recall@{config.val_k}": main.best_metric,
+        f"best_val_{config.val_metric}@{config.val_k}": main.best_metric,
         "resumed_from_step": resumed_from,
         "anneal": None
         if anneal is None

@@ -131,13 +131,18 @@ class TrainConfig(BaseModel):
     )
     checkpoint_every: int = Field(0, ge=0, description="steps between resumable checkpoints; 0: none")
     max_train_s: float | None = Field(None, gt=0, description="stop stage 1 after this much training time")
-    val_every: int = Field(0, ge=0, description="steps between validation Recall@val_k; 0: no validation")
+    val_every: int = Field(0, ge=0, description="steps between validations (Recall, NDCG at val_k); 0: none")
     val_users: int = Field(500, ge=1, description="validation users, sampled once")
     val_k: int = Field(10, ge=1, description="validation ranks this many items (Recall and NDCG at k)")
     val_batch: int = Field(32, ge=1, description="users per constrained search during validation")
     val_beam: int = Field(20, ge=1, description="beam width of the validation search (the protocol's 20)")
     patience: int | None = Field(None, ge=1, description="validations without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0, description="the recall gain that counts as an improvement")
+    val_metric: Literal["recall", "ndcg"] = Field(
+        "recall",
+        description="the validation metric at val_k that early stopping and keep_best watch (ndcg also "
+        "rewards the true item's rank inside the top val_k, which recall ignores)",
+    )
+    min_delta: float = Field(0.0, ge=0, description="the val_metric gain that counts as an improvement")
     keep_best: bool = Field(True, description="end stage 1 on the best validated weights")
     anneal: bool = Field(
         False, description="EAGER-LLM's annealing stage: a fresh LoRA on next-item after stage 1"
@@ -155,7 +160,7 @@ class TrainConfig(BaseModel):
         if not self.tasks.active():
             raise ValueError("tasks: at least one task must be enabled with a weight > 0")
         if self.patience is not None and self.val_every == 0:
-            raise ValueError("patience needs val_every > 0 (early stopping watches validation recall)")
+            raise ValueError("patience needs val_every > 0 (early stopping watches validation)")
         if self.val_beam < self.val_k:
             raise ValueError(f"val_beam ({self.val_beam}) must be >= val_k ({self.val_k})")
         if self.prompt_format == COMPACT and self.prompt_align != 1:

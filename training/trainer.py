@@ -231,7 +231,7 @@ class Trainer:
         """Score the model, keep the best weights; True when patience has run out."""
         started = time.perf_counter()
         metrics = validator(model)
-        key = f"recall@{validator.k}"
+        key = f"{self.config.val_metric}@{validator.k}"
         point = {"stage": state.stage, "step": state.step, **metrics, "wall_s": time.perf_counter() - started}
         state.val_curve.append(point)  # type: ignore[arg-type]
         logger.info("validation at %s step %d: %s", state.stage, state.step, metrics)

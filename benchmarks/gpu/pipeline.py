@@ -139,17 +139,19 @@ def ablation_jobs(config: Path, rows: str | None, out: Path) -> dict[str, Path]:
 
 
 def best_variant(runs: dict[str, Path]) -> str | None:
-    """The run with the highest validation Recall@K during training (first in order on a tie)."""
+    """The run with the best validation score during training (its val_metric; first on a tie)."""
     scores = {}
     for variant, run in runs.items():
         report = run / "train_report.json"
         if report.is_file():
             full = json.loads(report.read_text())
-            scores[variant] = full.get(f"best_val_recall@{full['config']['val_k']}") or 0.0
+            config = full["config"]
+            metric = f"best_val_{config.get('val_metric', 'recall')}@{config['val_k']}"
+            scores[variant] = full.get(metric) or 0.0
     if not scores:
         return None
     best = max(scores, key=lambda v: scores[v])  # max keeps the first of equal scores
-    logger.info("test variant: %s (best validation recall during training: %s)", best, scores)
+    logger.info("test variant: %s (best validation score during training: %s)", best, scores)
     return best
 
 
