@@ -5,9 +5,18 @@ report per split for genrec; this puts their Recall@5/10 and NDCG@5/10 side by s
 commands that produced them. A method whose reports are not given is recorded as ``null``, or
 with ``--update`` kept as the file had it (e.g. to add the ablation of a later run).
 
+genrec's reports go to the ``genrec`` entry (the CPU recipe of ``benchmarks/beauty_cpu.sh``) or,
+with ``--genrec-key``, to another one beside it: ``benchmarks/gpu/collect.py`` files a GPU run
+as ``genrec_cuda`` (``--update`` required, so ``genrec`` stays as it is). An entry it replaces
+moves to ``<key>_earlier``, newest first.
+
     python benchmarks/beauty_results.py --baseline runs/beauty/popular.json \\
         --baseline runs/beauty/sasrec.json [--genrec-valid FILE --genrec-test FILE] \\
         [--ablation runs/ablation/ablation.json]
+    python benchmarks/beauty_results.py --update --genrec-key genrec_cuda \\
+        --genrec-valid runs/gpu/behavior_item/eval_valid.json \\
+        --genrec-test runs/gpu/behavior_item/eval_test.json \\
+        --genrec-train-report runs/gpu/runs/behavior_item/train_report.json
     python benchmarks/beauty_results.py --data ../shared/datasets/amazon2014_office_lcrec \\
         --baseline runs/office/popular.json --baseline runs/office/sasrec.json \\
         --out benchmarks/results/office.json
@@ -28,6 +37,9 @@ from model.cpu_features import resolve_precision  # noqa: E402
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 BASELINE_COMMAND = "genrec baseline --data {data} --method {method} --out {out}"
 BEAUTY_DATA = "../shared/datasets/amazon2014_beauty_p5order"
+GENREC = "genrec"  # the entry of the CPU recipe; --genrec-key names another one
+EARLIER = "_earlier"  # <entry>_earlier: the runs an entry replaced, newest first
+METHODS = (GENREC, "sasrec", "popular")
 
 
 def metrics(report: dict[str, object]) -> dict[str, float]:
@@ -43,13 +55,39 @@ RECIPE_KEYS = (
 )  # fmt: skip
 
 
+def index_sources(report: Path) -> list[str] | None:
+    """The level sources a tokenizer report records (``genrec tokenize``'s output or a tokenizer
+    dir's ``tokenizer_report.json``)."""
+    saved = json.loads(report.read_text())
+    return saved.get("extra", {}).get("level_sources") or saved.get("level_sources")
+
+
 def _index_sources(run: Path) -> list[str] | None:
     """What each semantic-ID level of the run's item index was built from."""
     path = run / "tokenize.json"
-    if not path.is_file():
-        return None
-    report = json.loads(path.read_text())
-    return report.get("extra", {}).get("level_sources") or report.get("level_sources")
+    return index_sources(path) if path.is_file() else None
+
+
+def train_summary(report: dict[str, object], index: list[str] | None) -> dict[str, object]:
+    """Backbone, device, index, recipe and training figures of a run's ``train_report.json``."""
+    config = report["config"]
+    assert isinstance(config, dict)
+    backbone = config["base_model"]
+    if backbone == "scratch":
+        shape = config["scratch"]
+        backbone = f"scratch Llama ({shape['layers']} layers, hidden {shape['hidden']})"
+    device = str(report["device"])
+    return {
+        "backbone": backbone,
+        "device": device,
+        "index": index,
+        "recipe": {k: config.get(k) for k in RECIPE_KEYS},
+        # the precision training ran in on this machine (auto: bf16 on CUDA and where the CPU has it)
+        "precision_used": resolve_precision(config["precision"], device.partition(":")[0]),
+        "train_steps": report["steps"],
+        "best_step": report.get("best_step"),
+        "train_tokens_per_s": report.get("tokens_per_s"),
+    }
 
 
 def run_summary(run: Path) -> dict[str, object]:
@@ -59,21 +97,8 @@ def run_summary(run: Path) -> dict[str, object]:
         name, value = line.split()
         seconds[name] = seconds.get(name, 0.0) + float(value)
     report = json.loads((run / "run" / "train_report.json").read_text())
-    config = report["config"]
-    backbone = config["base_model"]
-    if backbone == "scratch":
-        shape = config["scratch"]
-        backbone = f"scratch Llama ({shape['layers']} layers, hidden {shape['hidden']})"
     return {
-        "backbone": backbone,
-        "device": report["device"],
-        "index": _index_sources(run),
-        "recipe": {k: config.get(k) for k in RECIPE_KEYS},
-        # the precision training ran in on this machine (auto: bf16 where the CPU has it)
-        "precision_used": resolve_precision(config["precision"], report["device"]),
-        "train_steps": report["steps"],
-        "best_step": report.get("best_step"),
-        "train_tokens_per_s": report.get("tokens_per_s"),
+        **train_summary(report, _index_sources(run)),
         "train_wall_s": seconds.get("train"),
         "eval_test_wall_s": seconds.get("eval_test"),
         "total_wall_s": sum(seconds.values()),
@@ -96,7 +121,23 @@ def main() -> None:
     parser.add_argument(
         "--genrec-run", type=Path, help="benchmarks/beauty_cpu.sh's run folder (times, train report)"
     )
+    parser.add_argument(
+        "--genrec-train-report",
+        type=Path,
+        help="the run's train_report.json, for a run not made by beauty_cpu.sh (e.g. on the GPU)",
+    )
+    parser.add_argument(
+        "--genrec-index-report",
+        type=Path,
+        help="with --genrec-train-report: the run's tokenizer report (tokenizer_report.json), for the index",
+    )
     parser.add_argument("--genrec-command", help="the command that made the genrec run")
+    parser.add_argument(
+        "--genrec-key",
+        default=GENREC,
+        help="the entry genrec's reports go to (genrec: the CPU recipe; genrec_cuda: a GPU run); "
+        "another than genrec needs --update",
+    )
     parser.add_argument(
         "--ablation", type=Path, help="`benchmarks/ablation_beauty.py`'s ablation.json (validation)"
     )
@@ -106,12 +147,21 @@ def main() -> None:
         "--update", action="store_true", help="keep what --out holds for every part not given here"
     )
     args = parser.parse_args()
+    genrec_key = args.genrec_key
+    if not genrec_key.startswith(GENREC) or genrec_key.endswith(EARLIER):
+        parser.error(f"--genrec-key: {genrec_key!r} is not a genrec entry's name (genrec, genrec_cuda, ...)")
+    if genrec_key != GENREC and not args.update:
+        parser.error(
+            f"--genrec-key {genrec_key} needs --update (without it the file's other entries are dropped)"
+        )
+    if args.genrec_run and args.genrec_train_report:
+        parser.error("--genrec-run and --genrec-train-report: give one (the run folder holds its report)")
 
     previous = json.loads(args.out.read_text()) if args.update and args.out.is_file() else {}
-    result: dict[str, object] = {m: previous.get(m) for m in ("genrec", "sasrec", "popular")}
-    for kept in ("ablation", "genrec_earlier"):
-        if kept in previous:
-            result[kept] = previous[kept]
+    result: dict[str, object] = {m: previous.get(m) for m in METHODS}
+    for kept, value in previous.items():  # the ablation, other genrec entries, replaced runs
+        if kept not in result and kept != "commands":
+            result[kept] = value
     commands = list(previous.get("commands", []))
     for path in args.baseline:
         report = json.loads(path.read_text())
@@ -132,17 +182,23 @@ def main() -> None:
             split: json.loads(path.read_text())
             for split, path in (("valid", args.genrec_valid), ("test", args.genrec_test))
         }
-        entry: dict[str, object] = {split: metrics(report) for split, report in reports.items()}
-        entry["users"] = reports["test"]["users"]
-        entry["valid_users"] = reports["valid"]["users"]
+        genrec: dict[str, object] = {split: metrics(report) for split, report in reports.items()}
+        genrec["users"] = reports["test"]["users"]
+        genrec["valid_users"] = reports["valid"]["users"]
         if args.genrec_run:
-            entry.update(run_summary(args.genrec_run))
+            genrec.update(run_summary(args.genrec_run))
+        elif args.genrec_train_report:
+            index = index_sources(args.genrec_index_report) if args.genrec_index_report else None
+            train = json.loads(args.genrec_train_report.read_text())
+            genrec.update(train_summary(train, index))
+            # why stage 1 ended (max_steps: the whole schedule; time_budget: cut by --max-train-s)
+            genrec.update(train_stopped=train.get("stopped"), train_s=train.get("train_s"))
         if args.genrec_command:
-            entry["command"] = args.genrec_command
-        earlier = previous.get("genrec")
-        if earlier and earlier != entry:  # a replaced run stays on record, newest first
-            result["genrec_earlier"] = [earlier, *previous.get("genrec_earlier", [])]
-        result["genrec"] = entry
+            genrec["command"] = args.genrec_command
+        earlier = previous.get(genrec_key)
+        if earlier and earlier != genrec:  # a replaced run stays on record, newest first
+            result[genrec_key + EARLIER] = [earlier, *previous.get(genrec_key + EARLIER, [])]
+        result[genrec_key] = genrec
     if args.ablation:
         ablation = json.loads(args.ablation.read_text())
         result["ablation"] = {k: ablation[k] for k in ("split", "base_config", "tokenizer", "rows", "budget")}

@@ -1,4 +1,4 @@
-"""Semantic-only, behaviour-only and dual-source item indices on Beauty, side by side.
+"""Semantic-only, behaviour-only, dual-source and item-level item indices on Beauty, side by side.
 
 Embeds the item texts once and trains SASRec once, then builds each variant's index from the
 configs in ``benchmarks/configs/tokenizer_<variant>.json`` (same number of levels, so the
@@ -33,7 +33,8 @@ from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
 DATASET = BEAUTY
 CONFIGS = REPO / "benchmarks" / "configs"
 RESULT = RESULTS / "tokenizer_beauty.json"
-VARIANTS = ("semantic", "behavior", "dual")
+# behavior_item (one behavioural level + a token per item) is the default index of the recipe
+VARIANTS = ("semantic", "behavior", "dual", "behavior_item")
 
 logger = logging.getLogger("tokenizer_beauty")
 

@@ -86,8 +86,9 @@ class _Stages:
         if config.keep_best and state.best_step is not None and state.best_step != state.step:
             saved = self.trainer.checkpoints.load_best(model)
             logger.info(
-                "keeping the best weights: step %d (recall@%d %.4f)",
+                "keeping the best weights: step %d (%s@%d %.4f)",
                 saved["step"],
+                config.val_metric,
                 config.val_k,
                 saved["metric"],
             )

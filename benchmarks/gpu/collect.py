@@ -6,11 +6,10 @@
    train_report.json``, ``eval/eval_<variant>_<split>.json``, ``logs/``; and lays the eval
    reports out as ``benchmarks/tokenizer_beauty.py --runs`` reads them
    (``<runs>/<variant>/eval_valid.json``);
-2. writes the baselines already in ``benchmarks/results/beauty.json`` back out as
-   ``genrec baseline`` reports (``<runs>/baselines/{popular,sasrec}.json``), so that
-   ``benchmarks/beauty_results.py`` keeps them without re-running SASRec;
-3. prints the two commands that update ``benchmarks/results/beauty.json`` and
-   ``benchmarks/results/tokenizer_beauty.json`` (``--apply`` runs them).
+2. prints the commands that update ``benchmarks/results/beauty.json`` and
+   ``benchmarks/results/tokenizer_beauty.json`` (``--apply`` runs them). The test variant's run
+   goes to its own entry of ``beauty.json``, ``genrec_cuda`` (``--genrec-key``), with
+   ``--update``: the CPU recipe's ``genrec`` entry, the baselines and the rest stay as filed.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,27 +26,30 @@ from pathlib import Path
 from typing import cast
 
 REPO = Path(__file__).resolve().parents[2]
-BEAUTY_RESULT = REPO / "benchmarks" / "results" / "beauty.json"
+GPU_KEY = "genrec_cuda"  # beauty.json's entry of a GPU run, beside the CPU recipe's `genrec`
+VARIANTS = ("behavior_item", "semantic", "behavior", "dual")  # the indices tokenizer_beauty.py files
 
 
 def rel(path: Path) -> str:
     return os.path.relpath(path, REPO)
 
 
-def baseline_reports(result: Path, out: Path) -> list[Path]:
-    """Each baseline of ``result`` as the ``{method, dataset, valid, test}`` file it came from."""
-    saved = json.loads(result.read_text())
-    paths = []
-    for method in ("popular", "sasrec"):
-        if not saved.get(method):
-            continue
-        report: dict[str, object] = {"method": method, "dataset": "Beauty"}
-        report.update({split: {"metrics": saved[method][split]} for split in ("valid", "test")})
-        path = out / f"{method}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        paths.append(path)
-    return paths
+def genrec_command(
+    runs: Path, variant: str, summary: dict[str, object], key: str, tok_root: Path
+) -> list[str]:
+    """``beauty_results.py`` filing ``variant``'s valid and test reports as the ``key`` entry."""
+    beauty = [sys.executable, "benchmarks/beauty_results.py", "--update", "--genrec-key", key]
+    beauty += ["--genrec-valid", rel(runs / variant / "eval_valid.json")]
+    beauty += ["--genrec-test", rel(runs / variant / "eval_test.json")]
+    train_report = runs / "runs" / variant / "train_report.json"
+    if train_report.is_file():
+        beauty += ["--genrec-train-report", rel(train_report)]
+    index_report = tok_root / variant / "tokenizer_report.json"  # the dir that travelled
+    if index_report.is_file():
+        beauty += ["--genrec-index-report", rel(index_report)]
+    made = "benchmarks/gpu/check_device.sh, then train_and_evaluate.sh:"
+    beauty += ["--genrec-command", f"{made} {summary.get('command')} (index {variant})"]
+    return beauty
 
 
 def write_ablation(runs: Path, summary: dict[str, object]) -> Path:
@@ -93,7 +96,16 @@ def main() -> None:
     parser.add_argument(
         "--test-variant", help="the variant evaluated on test (default: the summary's test_variant)"
     )
-    parser.add_argument("--apply", action="store_true", help="run the two result commands too")
+    parser.add_argument(
+        "--genrec-key", default=GPU_KEY, help="the beauty.json entry of the test variant's run"
+    )
+    parser.add_argument(
+        "--tok-root",
+        type=Path,
+        default=REPO / ".gpu_data" / "tok",
+        help="the tokenizer dirs that travelled (prepare.sh's), for the index's level sources",
+    )
+    parser.add_argument("--apply", action="store_true", help="run the result commands too")
     args = parser.parse_args()
 
     runs: Path = args.runs
@@ -113,23 +125,19 @@ def main() -> None:
         (runs / variant).mkdir(exist_ok=True)
         shutil.copy(report, runs / variant / f"eval_{split}.json")
         metrics = json.loads(report.read_text())
-        print(f"{variant:9s} {split:5s} users {metrics['users']:6d}  " + "  ".join(
+        print(f"{variant:13s} {split:5s} users {metrics['users']:6d}  " + "  ".join(
             f"{k} {v:.4f}" for k, v in metrics["metrics"].items()
         ))  # fmt: skip
-    baselines = baseline_reports(BEAUTY_RESULT, runs / "baselines")
-
     commands = []
     summary_path = runs / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    tv = runs / str(args.test_variant or summary.get("test_variant", "semantic"))
+    test_variant = str(args.test_variant or summary.get("test_variant") or VARIANTS[0])
+    tv = runs / test_variant
     if (tv / "eval_valid.json").is_file() and (tv / "eval_test.json").is_file():
-        beauty = [sys.executable, "benchmarks/beauty_results.py"]
-        for path in baselines:
-            beauty += ["--baseline", rel(path)]
-        beauty += ["--genrec-valid", rel(tv / "eval_valid.json")]
-        beauty += ["--genrec-test", rel(tv / "eval_test.json")]
-        commands.append(beauty)
-    if any((runs / v / "eval_valid.json").is_file() for v in ("semantic", "behavior", "dual")):
+        if summary.get("device", "cuda") != "cuda":
+            print(f"note: these runs were on {summary['device']}, not cuda (a rehearsal?)")
+        commands.append(genrec_command(runs, test_variant, summary, args.genrec_key, args.tok_root))
+    if any((runs / v / "eval_valid.json").is_file() for v in VARIANTS):
         commands.append([sys.executable, "benchmarks/tokenizer_beauty.py", "--runs", rel(runs)])
     if summary.get("ablation_index"):
         ablation = write_ablation(runs, summary)
@@ -137,7 +145,7 @@ def main() -> None:
             [sys.executable, "benchmarks/beauty_results.py", "--update", "--ablation", rel(ablation)]
         )
     for command in commands:
-        print("$ " + " ".join(command))
+        print("$ " + shlex.join(command))
         if args.apply:
             subprocess.run(command, cwd=REPO, check=True)
 

@@ -1,25 +1,37 @@
-"""The device side of the Beauty GPU runs (issues 4 and 5), inside one deadline.
+"""The device side of a Beauty GPU session, inside one deadline.
 
-1. convert the reassembled SmolLM2 GGUF into the HF checkpoint ``genrec train`` starts from;
-2. fine-tune one run per tokenizer variant, all at once on the one GPU (a 135M model leaves
-   an H200 mostly idle; same config and time budget for each: issue 4's equal budgets);
+By default it runs the project's filed recipe on the GPU: ``benchmarks/configs/train_beauty_gpu.json``
+(``train_beauty_scratch_level.json``, the CPU recipe of ``benchmarks/beauty_cpu.sh``: a scratch
+Llama 4x128 trained on whole sequences with the per-level softmax, here with ``device`` cuda,
+40 cosine epochs and validation NDCG@10 on 2,000 users), on each tokenizer variant:
+``behavior_item`` (the recipe's index) first, then ``semantic``, ``behavior`` and ``dual``.
+
+1. convert the reassembled SmolLM2 GGUF into the HF checkpoint ``genrec train`` starts from,
+   only when the config (or ``--train-args --base-model``) trains from ``smollm2``; the scratch
+   model needs no base checkpoint;
+2. train one run per variant, all at once on the one GPU (a small model leaves an H200 mostly
+   idle; the same config and time cap for each);
 3. export each run into a bundle;
 4. evaluate with the HF engine (no vLLM there): validation for every variant, test for
-   ``--test-variant`` (issue 5; ``best``: the variant with the best validation Recall@10
-   during training, chosen before any test metric exists), all at once. The number of users
-   is what fits before the deadline, estimated from the runs' own validation speed (all
-   users when they fit);
-With ``--ablation INDEX`` step 2 trains the rows of the fine-tuning ablation instead
-(``training.ablation``: ``full`` and one part switched per row, from ``--config``), all on that
-one index with the same time budget, and step 4 evaluates each on validation only.
-
+   ``--test-variant`` (``best``: the variant with the best validation score during training,
+   the config's ``val_metric`` at ``val_k``, chosen before any test metric exists), all at
+   once. The number of users is what fits before the deadline, estimated from the runs' own
+   validation speed (all users when they fit);
 5. pack the reports into ``--out``: ``summary.json``, ``eval_<variant>_<split>.json``,
    ``reports.tar.gz`` (every train_report.json, eval report and log) and ``pipeline.log``.
+
+With ``--ablation INDEX`` step 2 trains the rows of the fine-tuning ablation instead
+(``training.ablation``: ``full`` and one part switched per row, from ``--config``, by default
+the SmolLM2 prompt recipe ``benchmarks/configs/train_beauty.json`` whose task families the rows
+switch), all on that one index with the same time cap, and step 4 evaluates each on
+validation only.
 
 Whatever stops a step (a crash, a timeout), what exists by then is packed. Every step runs
 ``benchmarks/gpu/offline_cli.py`` (``genrec`` without the service side) in a subprocess with
 its own log. ``train_and_evaluate.sh`` (device call 2) calls this after installing the wheels
-and joining the model; for a CPU rehearsal see ``benchmarks/gpu/README.md``.
+and joining the model; ``benchmarks/gpu/collect.py`` files the results here afterwards (the
+test variant as the ``genrec_cuda`` entry of ``benchmarks/results/beauty.json``); for a CPU
+rehearsal see ``benchmarks/gpu/README.md``.
 """
 
 from __future__ import annotations
@@ -38,7 +50,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, str(REPO / "benchmarks" / "gpu" / "offline_cli.py")]
-VARIANTS = ("semantic", "behavior", "dual")
+VARIANTS = ("behavior_item", "semantic", "behavior", "dual")  # the recipe's index first
+CONFIGS = REPO / "benchmarks" / "configs"
+GPU_CONFIG = CONFIGS / "train_beauty_gpu.json"  # the filed recipe on the GPU
+ABLATION_CONFIG = CONFIGS / "train_beauty.json"  # the SmolLM2 task mixture the ablation switches
+SMOLLM2 = "smollm2"  # the one base model that step 1 converts
 BEST = "best"
 ALL_USERS = 22363  # Beauty's users with a validation and a test target
 
@@ -120,6 +136,18 @@ def eval_users(runs: dict[str, Path], jobs: int, seconds: float, cap: int | None
     return users
 
 
+def base_model(config: Path, train_args: str) -> str:
+    """The base model the runs start from: ``--base-model`` in ``train_args``, else the config's."""
+    chosen = str(json.loads(config.read_text()).get("base_model", SMOLLM2))  # TrainConfig's default
+    words = shlex.split(train_args)
+    for n, word in enumerate(words):
+        if word == "--base-model" and n + 1 < len(words):
+            chosen = words[n + 1]
+        elif word.startswith("--base-model="):
+            chosen = word.split("=", 1)[1]
+    return chosen
+
+
 def ablation_jobs(config: Path, rows: str | None, out: Path) -> dict[str, Path]:
     """Row name -> its config file (written to ``out``) for the ablation of ``config``."""
     sys.path.insert(0, str(REPO))
@@ -188,11 +216,22 @@ def main() -> None:
     parser.add_argument(
         "--test-variant", default=BEST, help="also evaluated on test: a variant, 'best' or '' (none)"
     )
-    parser.add_argument("--config", type=Path, default=REPO / "benchmarks" / "configs" / "train_beauty.json")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help=f"training config (default {os.path.relpath(GPU_CONFIG, REPO)}; "
+        f"with --ablation {os.path.relpath(ABLATION_CONFIG, REPO)})",
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--started", type=float, default=time.time(), help="epoch s the call began")
     parser.add_argument("--deadline-s", type=float, default=540.0, help="everything packed by then")
-    parser.add_argument("--train-s", type=float, default=150.0, help="stage-1 training time per run")
+    parser.add_argument(
+        "--train-s",
+        type=float,
+        default=240.0,
+        help="cap on each run's stage-1 training seconds (validation not counted); a run that reaches "
+        "it stops before its cosine schedule ends (train report 'stopped': 'time_budget')",
+    )
     parser.add_argument(
         "--eval-reserve-s", type=float, default=150.0, help="kept for export + eval after training"
     )
@@ -205,6 +244,8 @@ def main() -> None:
     parser.add_argument("--ablation", metavar="INDEX", help="train the ablation's rows on this index")
     parser.add_argument("--ablation-rows", help="comma-separated subset of the ablation's rows")
     args = parser.parse_args()
+    if args.config is None:
+        args.config = ABLATION_CONFIG if args.ablation else GPU_CONFIG
 
     clock = Clock(args.started, args.deadline_s)
     work: Path = args.work
@@ -242,6 +283,7 @@ def main() -> None:
         "config_file": os.path.relpath(args.config, REPO),
         "device": args.device,
         "config": json.loads(args.config.read_text()),
+        "base_model": base_model(args.config, args.train_args),
         "train_s": args.train_s,
         "train_args": args.train_args,
         "eval_args": args.eval_args,
@@ -250,16 +292,19 @@ def main() -> None:
     timeline: dict[str, float] = summary["timeline"]  # type: ignore[assignment]
     runs = {v: work / "runs" / v for v in variants}
     try:
-        # 1. the base model, once (the runs would race on the cache)
-        convert = [
-            sys.executable,
-            "-c",
-            "from training.base_model import convert_smollm2; print(convert_smollm2())",
-        ]
-        status = wait_all([run_logged("convert", convert, logs, env, clock.left())], logs)
-        timeline["converted"] = round(clock.elapsed(), 1)
-        if status["convert"] != 0:
-            raise RuntimeError("base model conversion failed")
+        # 1. the base model, once (the runs would race on the cache); none for the scratch model
+        if summary["base_model"] == SMOLLM2:
+            convert = [
+                sys.executable,
+                "-c",
+                "from training.base_model import convert_smollm2; print(convert_smollm2())",
+            ]
+            status = wait_all([run_logged("convert", convert, logs, env, clock.left())], logs)
+            timeline["converted"] = round(clock.elapsed(), 1)
+            if status["convert"] != 0:
+                raise RuntimeError("base model conversion failed")
+        else:
+            logger.info("base model %s: nothing to convert", summary["base_model"])
 
         # 2. one run per variant, all at once
         train_timeout = clock.left() - args.eval_reserve_s

@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu/prepare.sh
 #
 #   .whl/          wheels the device lacks (pydantic + its core, gguf) + peft as here, cp312  call 1
-#   .gpu_data/     beauty/ (the two dataset files), tok/{semantic,behavior,dual}/           call 1
+#   .gpu_data/     beauty/ (the two dataset files), tok/{semantic,behavior,dual,behavior_item}/  call 1
 #   .gpu_model1/   the first PART1_MIB MiB of SmolLM2-135M-Instruct.Q4_1.gguf              call 1
 #   .gpu_model2/   the rest, and the whole file's SHA-256                                 call 2
 set -euo pipefail
@@ -15,7 +15,9 @@ cd "$REPO"
 PY=${PY:-$REPO/.venv/bin/python}
 DATA=${DATA:-$REPO/../shared/datasets/amazon2014_beauty_p5order}
 TOK_CACHE=${TOK_CACHE:-$REPO/benchmarks/.cache/tokenizer_beauty}
-PART1_MIB=${PART1_MIB:-40}
+# 37: both calls about 58 MiB with the four tokenizer dirs (behavior_item's 12,101-row item
+# codebook makes its dir ~4.2 MiB, the other three 1.9-2.7 MiB each)
+PART1_MIB=${PART1_MIB:-37}
 LIMIT_MIB=${LIMIT_MIB:-60}   # per call, with the tracked tree; the tool's hard limit is 64
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 WHEELS=(pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
@@ -44,11 +46,13 @@ for f in Beauty.inter.json Beauty.item_short.json; do
     cmp -s "$DATA/$f" ".gpu_data/beauty/$f" || cp "$DATA/$f" ".gpu_data/beauty/$f"
 done
 
-echo "== 3. tokenizer dirs of the three variants (.gpu_data/tok/)"
-# benchmarks/tokenizer_beauty.py builds all three from one text embedding and one SASRec
-# (deterministic per seed); its result file is left alone (written to a scratch path).
+echo "== 3. tokenizer dirs of the four variants (.gpu_data/tok/)"
+# benchmarks/tokenizer_beauty.py builds all four from one text embedding and one SASRec
+# (deterministic per seed); its result file is left alone (written to a scratch path). A cache
+# that lacks one variant (e.g. an older three-variant build) is rebuilt whole.
+VARIANTS=(behavior_item semantic behavior dual)
 need=0
-for v in semantic behavior dual; do
+for v in "${VARIANTS[@]}"; do
     for part in catalog.json trie.npz sid_codebooks.npz; do
         [ -f "$TOK_CACHE/$v/$part" ] || need=1
     done
@@ -56,16 +60,19 @@ done
 if [ "$need" = 1 ]; then
     "$PY" benchmarks/tokenizer_beauty.py --data "$DATA" --out "$TOK_CACHE" --result "$(mktemp).json"
 fi
-for v in semantic behavior dual; do
+rm -rf .gpu_data/tok   # only the variants above travel
+for v in "${VARIANTS[@]}"; do
     mkdir -p ".gpu_data/tok/$v"
     cp "$TOK_CACHE/$v/"{catalog.json,trie.npz,sid_codebooks.npz,tokenizer_report.json} ".gpu_data/tok/$v/"
+    echo "tok/$v $(du -cb ".gpu_data/tok/$v"/* | tail -1 | awk '{ printf "%.1f", $1 / 1048576 }') MiB"
 done
 
 echo "== 4. the base model's GGUF in two parts (.gpu_model1/, .gpu_model2/)"
 gguf=$("$PY" -c "from training.base_model import smollm2_gguf_path; print(smollm2_gguf_path())")
 mkdir -p .gpu_model1 .gpu_model2
 sum=$(sha256sum "$gguf" | cut -d' ' -f1)
-if ! grep -qs "$sum" .gpu_model2/SHA256SUMS || [ ! -f .gpu_model1/gguf.part1 ] || [ ! -f .gpu_model2/gguf.part2 ]; then
+if ! grep -qs "$sum" .gpu_model2/SHA256SUMS || [ ! -f .gpu_model1/gguf.part1 ] || [ ! -f .gpu_model2/gguf.part2 ] \
+        || [ "$(stat -c %s .gpu_model1/gguf.part1)" -ne $((PART1_MIB * 1048576)) ]; then   # split anew at PART1_MIB
     head -c $((PART1_MIB * 1048576)) "$gguf" > .gpu_model1/gguf.part1
     tail -c +$((PART1_MIB * 1048576 + 1)) "$gguf" > .gpu_model2/gguf.part2
     echo "$sum  $GGUF_NAME" > .gpu_model2/SHA256SUMS
