@@ -51,7 +51,7 @@ def metrics(report: dict[str, object]) -> dict[str, float]:
 # the training settings a genrec entry records (the rest are in its run's train_report.json)
 RECIPE_KEYS = (
     "objective", "prompt_format", "loss_vocab", "precision", "epochs", "batch_size", "lr",
-    "embedding_dropout", "hidden_dropout", "attention_dropout", "weight_decay",
+    "embedding_dropout", "hidden_dropout", "attention_dropout", "weight_decay", "scratch_sid_init",
 )  # fmt: skip
 
 

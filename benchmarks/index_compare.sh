@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Beauty item indices (semantic, behaviour, dual-source, behaviour + item token) trained with
-# the same recipe (by default the filed one, benchmarks/configs/train_beauty_scratch_level.json),
+# the same recipe (by default benchmarks/configs/train_beauty_scratch_level.json, the filed
+# competition's: the CPU recipe with random ID-token init),
 # exported and scored on every validation user; files their validation Recall@10 / NDCG@10 in
 # benchmarks/results/tokenizer_beauty.json. The indices are built once, from one SASRec and one
 # text embedding (benchmarks/tokenizer_beauty.py), so they differ only in their configs.

@@ -33,6 +33,7 @@ from benchmarks.bench_common import BEAUTY, RESULTS, emit  # noqa: E402
 DATASET = BEAUTY
 CONFIGS = REPO / "benchmarks" / "configs"
 RESULT = RESULTS / "tokenizer_beauty.json"
+BUILD_FILE = "build.json"  # beside the indices: what their build shared (embeddings, SASRec), for --runs
 # behavior_item (one behavioural level + a token per item) is the default index of the recipe
 VARIANTS = ("semantic", "behavior", "dual", "behavior_item")
 
@@ -95,6 +96,9 @@ def from_runs(args: argparse.Namespace) -> dict[str, object]:
             checked[variant] = check_trained_on(args.runs, variant, index)
         result[variant] = variant_entry(json.loads(report_path.read_text()), valid)
     result["indices"] = {"dir": str(args.out), "trained_on_checked_by": checked}
+    build = args.out / BUILD_FILE
+    if build.is_file():  # the build's shared figures travel with the indices they describe
+        result.update(json.loads(build.read_text()))
     return result
 
 
@@ -139,6 +143,9 @@ def main() -> None:
         result[variant] = variant_entry(report.to_json(), None)
     result["shared"] = {"text_embedding_s": embed_s, "sasrec": sasrec, "embeddings_s": shared_s}
     result["config"] = {"dataset": data.name, "items": len(item_ids), "configs": "benchmarks/configs/"}
+    (args.out / BUILD_FILE).write_text(
+        json.dumps({k: result[k] for k in ("shared", "config")}, indent=2) + "\n"
+    )
     result["command"] = " ".join(["python benchmarks/tokenizer_beauty.py", *sys.argv[1:]])
     emit(result, args.result)
 

@@ -1,7 +1,7 @@
 """The device side of a Beauty GPU session, inside one deadline.
 
 By default it runs the project's filed recipe on the GPU: ``benchmarks/configs/train_beauty_gpu.json``
-(``train_beauty_scratch_level.json``, the CPU recipe of ``benchmarks/beauty_cpu.sh``: a scratch
+(``train_beauty_cpu.json``, the CPU recipe of ``benchmarks/beauty_cpu.sh``: a scratch
 Llama 4x128 trained on whole sequences with the per-level softmax, here with ``device`` cuda,
 40 cosine epochs and validation NDCG@10 on 2,000 users), on each tokenizer variant:
 ``behavior_item`` (the recipe's index) first, then ``semantic``, ``behavior`` and ``dual``.

@@ -32,3 +32,18 @@ def test_the_beauty_training_config_loads_with_its_task_mixture() -> None:
         "bpr",
     }
     assert config.anneal and config.val_every > 0
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("train_*.json")), ids=lambda p: p.name)
+def test_training_configs_load(path: Path) -> None:
+    TrainConfig.model_validate(json.loads(path.read_text()))
+
+
+def test_the_cpu_and_gpu_recipes_differ_only_in_device_and_budget() -> None:
+    """The GPU runner trains the filed CPU recipe; only where and how long may differ."""
+    cpu = json.loads((CONFIGS / "train_beauty_cpu.json").read_text())
+    gpu = json.loads((CONFIGS / "train_beauty_gpu.json").read_text())
+    budget = {"device", "epochs", "val_metric", "val_batch", "patience", "checkpoint_every"}
+    differing = {k for k in cpu.keys() | gpu.keys() if cpu.get(k) != gpu.get(k)}
+    assert differing <= budget, differing - budget
+    assert cpu["scratch_sid_init"] == "codebook" and cpu["loss_vocab"] == "level"
