@@ -7,8 +7,9 @@
 # resumes from its last checkpoint. The last step writes the `genrec` entry of
 # benchmarks/results/beauty.json (test on every user, validation on every user) with the wall
 # times. Settings (environment): INDEX (tokenizer config under benchmarks/configs, default
-# behavior_item: one behavioural level + a token per item), TRAIN_CONFIG (default train_beauty_cpu.json:
-# the scratch Llama with the per-level softmax, ID tokens started along their codebook vectors), TRAIN_ARGS (extra `genrec train` options), EVAL_ROWS, EVAL_BATCH,
+# behavior_item: one behavioural level + a token per item), TRAIN_CONFIG (default
+# train_beauty_cpu.json: the scratch Llama with the per-level softmax, ID tokens started along
+# their codebook vectors), TRAIN_ARGS (extra `genrec train` options), EVAL_ROWS, EVAL_BATCH,
 # MAX_USERS (a sample, for a rehearsal; the committed figures use every user), UNTIL=valid
 # (stop after the validation evaluation: compare runs there, then run again without UNTIL on
 # the chosen one to evaluate test once and file it).

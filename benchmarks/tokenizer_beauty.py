@@ -141,11 +141,12 @@ def main() -> None:
             data, config, args.out / variant, precomputed={SEMANTIC: text, BEHAVIOR: behavior}
         )
         result[variant] = variant_entry(report.to_json(), None)
-    result["shared"] = {"text_embedding_s": embed_s, "sasrec": sasrec, "embeddings_s": shared_s}
-    result["config"] = {"dataset": data.name, "items": len(item_ids), "configs": "benchmarks/configs/"}
-    (args.out / BUILD_FILE).write_text(
-        json.dumps({k: result[k] for k in ("shared", "config")}, indent=2) + "\n"
-    )
+    build = {
+        "shared": {"text_embedding_s": embed_s, "sasrec": sasrec, "embeddings_s": shared_s},
+        "config": {"dataset": data.name, "items": len(item_ids), "configs": "benchmarks/configs/"},
+    }
+    (args.out / BUILD_FILE).write_text(json.dumps(build, indent=2) + "\n")
+    result.update(build)
     result["command"] = " ".join(["python benchmarks/tokenizer_beauty.py", *sys.argv[1:]])
     emit(result, args.result)
 
